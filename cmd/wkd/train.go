@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"wkd/models"
+	"wkd/trainer"
+)
+
+func init() {
+	register(command{name: "train", summary: "train a teacher GAN (pix2pix or CycleGAN) from scratch", run: func(a []string) error { return runTrain("train", a) }})
+	register(command{name: "distill", summary: "distill a small student generator from a teacher (--kd wavelet|pixel|none)", run: func(a []string) error { return runTrain("distill", a) }})
+}
+
+// runFlags are the flags of train and distill, bound onto a Config.
+type runFlags struct {
+	cfg        trainer.Config
+	resume     bool
+	resumeFrom string
+	logFormat  string
+	quiet      bool
+	noDropout  bool
+	localNodes int
+}
+
+// presetFor picks the recipe whose defaults the flags start from, by a --model in args.
+func presetFor(args []string) (trainer.Config, error) {
+	for i, a := range args {
+		v, ok := "", false
+		switch {
+		case a == "--model" || a == "-model":
+			if i+1 < len(args) {
+				v, ok = args[i+1], true
+			}
+		case strings.HasPrefix(a, "--model=") || strings.HasPrefix(a, "-model="):
+			v, ok = a[strings.Index(a, "=")+1:], true
+		}
+		if ok {
+			switch trainer.Task(v) {
+			case trainer.Pix2Pix:
+				return trainer.DefaultPix2Pix(), nil
+			case trainer.CycleGAN:
+				return trainer.DefaultCycleGAN(), nil
+			}
+			return trainer.Config{}, fmt.Errorf("--model %q: use pix2pix or cyclegan", v)
+		}
+	}
+	return trainer.DefaultPix2Pix(), nil
+}
+
+func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
+	c := &f.cfg
+	model := string(c.Task)
+	fs.Func("model", "pix2pix|cyclegan: the task and its recipe; other defaults follow it (shown: "+model+")", func(string) error { return nil })
+	fs.StringVar(&c.Data, "data", "datasets/edges2shoes-mini", "dataset folder: aligned (train/, test/) for pix2pix, unaligned (trainA/, trainB/, ...) for cyclegan")
+	fs.StringVar(&c.Dir, "out", "runs/"+map[bool]string{false: "teacher", true: "student"}[distill], "run folder: config.json, log.jsonl, ckpt/, final weights")
+	fs.Var(&c.G.Kind, "netG", "generator: "+models.KindNames()+" (generators only)")
+	fs.IntVar(&c.G.NGF, "ngf", c.G.NGF, "generator width (channels of the first layer)")
+	fs.IntVar(&c.G.NBlocks, "n-blocks", 6, "residual blocks when --netG resnet")
+	fs.IntVar(&c.G.NumDowns, "num-downs", 5, "downsamplings when --netG unet")
+	fs.Var(&c.D.Kind, "netD", "discriminator: basic (70x70 PatchGAN)|n_layers|pixel")
+	fs.IntVar(&c.D.NDF, "ndf", c.D.NDF, "discriminator width; the paper finds a smaller D helps a compressed G")
+	fs.IntVar(&c.D.NLayers, "n-layers-D", 3, "layers when --netD n_layers")
+	fs.Var(&c.G.Norm, "norm", "normalization of G and D: "+models.NormNames())
+	fs.BoolVar(&f.noDropout, "no-dropout", !c.G.Dropout, "no dropout in the generator")
+	fs.IntVar(&c.G.InputNC, "input-nc", 3, "input channels: 1 (grayscale) or 3 (RGB)")
+	fs.IntVar(&c.G.OutputNC, "output-nc", 3, "output channels: 1 or 3")
+	fs.Func("gan-mode", "vanilla|lsgan (default "+string(c.GANMode)+")", func(s string) error { c.GANMode = trainer.GANMode(s); return nil })
+	fs.Func("lambda-l1", fmt.Sprintf("pix2pix L1 weight (default %g)", c.LambdaL1), floatSetter(&c.LambdaL1))
+	fs.Func("lambda-A", fmt.Sprintf("CycleGAN cycle weight A->B->A (default %g)", c.LambdaA), floatSetter(&c.LambdaA))
+	fs.Func("lambda-B", fmt.Sprintf("CycleGAN cycle weight B->A->B (default %g)", c.LambdaB), floatSetter(&c.LambdaB))
+	fs.Func("lambda-identity", fmt.Sprintf("CycleGAN identity weight, relative to the cycle weights (default %g)", c.LambdaIdentity), floatSetter(&c.LambdaIdentity))
+	fs.IntVar(&c.PoolSize, "pool-size", c.PoolSize, "image pool size (CycleGAN); 0 disables it")
+	fs.Func("lr", fmt.Sprintf("Adam learning rate (default %g)", c.LR), floatSetter(&c.LR))
+	fs.Func("beta1", fmt.Sprintf("Adam beta1 (default %g)", c.Beta1), floatSetter(&c.Beta1))
+	fs.IntVar(&c.Epochs, "epochs", 10, "epochs at the initial learning rate")
+	fs.IntVar(&c.EpochsDecay, "epochs-decay", 10, "epochs with the learning rate decaying linearly to 0")
+	fs.IntVar(&c.BatchSize, "batch-size", c.BatchSize, "global batch size (summed over nodes)")
+	fs.Uint64Var(&c.Seed, "seed", c.Seed, "random seed (init, data order, augmentation, dropout, pool)")
+	fs.IntVar(&c.LoadSize, "load-size", 36, "resize images to this size before cropping")
+	fs.IntVar(&c.CropSize, "crop-size", 32, "random crop size (the training resolution)")
+	fs.BoolVar(&c.NoFlip, "no-flip", false, "no random horizontal flips")
+	fs.IntVar(&c.MaxSamples, "max-samples", 0, "use at most this many training images (0: all)")
+	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "write a checkpoint every N steps (and at the end)")
+	fs.IntVar(&c.KeepCheckpoints, "keep-checkpoints", c.KeepCheckpoints, "how many recent checkpoints to keep")
+	fs.IntVar(&c.LogEvery, "log-every", c.LogEvery, "log losses every N steps")
+	fs.IntVar(&c.MaxSteps, "max-steps", 0, "stop after N steps in all (0: run every epoch)")
+	fs.IntVar(&c.Threads, "threads", 0, "compute threads (0: all cores)")
+	fs.BoolVar(&f.resume, "resume", false, "continue from the newest checkpoint in --out")
+	fs.StringVar(&f.resumeFrom, "resume-from", "", "continue from this checkpoint file")
+	fs.StringVar(&f.logFormat, "log-format", "auto", "console|json|auto (console on a terminal)")
+	fs.BoolVar(&f.quiet, "quiet", false, "no progress bar")
+	if distill {
+		fs.StringVar(&c.Teacher, "teacher", "runs/teacher", "teacher: a wkd run folder, or a weights file with --teacher-netG/--teacher-ngf")
+		fs.Var(&c.TeacherG.Kind, "teacher-netG", "teacher architecture when --teacher is a weights file")
+		fs.IntVar(&c.TeacherG.NGF, "teacher-ngf", 64, "teacher width when --teacher is a weights file")
+		fs.Func("kd", "wavelet|pixel|none: what the student learns from the teacher (default wavelet)", func(s string) error { c.KD = trainer.KD(s); return nil })
+		fs.Func("alpha", fmt.Sprintf("weight of the KD term (default %g); the log's kd_share helps set it", c.Alpha), floatSetter(&c.Alpha))
+		fs.IntVar(&c.Levels, "levels", c.Levels, "Haar DWT levels of wavelet KD")
+		fs.Func("kd-loss", "l1|mse: distance of the KD term (default l1)", func(s string) error { c.KDLoss = trainer.Dist(s); return nil })
+	}
+}
+
+func floatSetter(dst *float32) func(string) error {
+	return func(s string) error {
+		var v float64
+		if _, err := fmt.Sscan(s, &v); err != nil {
+			return fmt.Errorf("%q is not a number", s)
+		}
+		*dst = float32(v)
+		return nil
+	}
+}
+
+func runTrain(name string, args []string) error {
+	distill := name == "distill"
+	preset, err := presetFor(args)
+	if err != nil {
+		return err
+	}
+	// Small-image defaults: the built-in datasets are 32x32. The reference's 256x256 recipe is
+	// --load-size 286 --crop-size 256 --netG unet_256 (pix2pix) or resnet_9blocks (CycleGAN).
+	preset.G.Kind, preset.G.NGF = models.ResNet, 32
+	if preset.Task == trainer.Pix2Pix {
+		preset.G.Kind = models.UNet
+	}
+	preset.CheckpointEvery, preset.LogEvery = 500, 50
+	if distill {
+		preset.G.NGF, preset.D.NDF = 8, 32
+		preset.KD, preset.Alpha = trainer.KDWavelet, 1
+		if preset.Task == trainer.Pix2Pix {
+			preset.Alpha = 100 // L1 lambda is 100: the KD term must be comparable to matter
+		}
+	}
+	f := runFlags{cfg: preset}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	bindRunFlags(fs, &f, distill)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: wkd %s [flags]\n\n", name)
+		if distill {
+			fmt.Fprintln(fs.Output(), "Trains a small student generator against a frozen teacher: the task loss plus alpha * KD,")
+			fmt.Fprintln(fs.Output(), "KD being the teacher's high-frequency Haar bands (wavelet), its pixels, or nothing.")
+		} else {
+			fmt.Fprintln(fs.Output(), "Trains a pix2pix or CycleGAN teacher with the reference recipe.")
+		}
+		fmt.Fprintf(fs.Output(), "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	cfg := f.cfg
+	cfg.G.Dropout = !f.noDropout
+	cfg.D.Norm = cfg.G.Norm
+	cfg.D.InputNC = cfg.G.OutputNC
+	if cfg.Task == trainer.Pix2Pix {
+		cfg.D.InputNC = cfg.G.InputNC + cfg.G.OutputNC // D sees (A, B) pairs
+	}
+	if !distill {
+		cfg.KD = trainer.KDNone
+	}
+	if f.resume || f.resumeFrom != "" {
+		// The run's own configuration wins, so a resumed run is the same run.
+		saved, err := trainer.LoadConfig(cfg.Dir)
+		if err != nil {
+			return fmt.Errorf("--resume: %w", err)
+		}
+		saved.MaxSteps, saved.Threads = cfg.MaxSteps, cfg.Threads
+		cfg = saved
+	}
+
+	out, err := logWriter(f.logFormat)
+	if err != nil {
+		return err
+	}
+	var opts []trainer.Option
+	if !f.quiet && isTerminal(os.Stderr) {
+		opts = append(opts, trainer.WithProgress(os.Stderr))
+	}
+	t, err := trainer.New(cfg, out, opts...)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if f.resume || f.resumeFrom != "" {
+		if err := t.Resume(f.resumeFrom); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	t0 := time.Now()
+	if err := t.Run(ctx); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return fmt.Errorf("interrupted at step %d; continue with: wkd %s --out %s --resume", t.Step(), name, cfg.Dir)
+		}
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%s done: %d steps in %s; weights in %s\n", name, t.Step(), time.Since(t0).Round(time.Second), cfg.Dir)
+	return nil
+}
+
+// logWriter returns where log lines go: a console formatter on a terminal, else JSON.
+func logWriter(format string) (io.Writer, error) {
+	switch format {
+	case "json":
+		return os.Stdout, nil
+	case "console":
+		return zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}, nil
+	case "auto":
+		if isTerminal(os.Stderr) {
+			return zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}, nil
+		}
+		return os.Stdout, nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use console, json or auto", format)
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,42 @@
+// Package models builds the image-to-image GAN networks of pytorch-CycleGAN-and-pix2pix from
+// typed kinds, and only that: generators (ResNet, U-Net), discriminators (PatchGAN, pixel),
+// their weight init, parameter and MAC counts, and safetensors I/O. Losses, optimizers and the
+// training loop live in trainer.
+//
+// Dimension letters: N batch, C channels, H, W height and width, K output channels, KH, KW
+// kernel size.
+//
+// Contract:
+//   - Build(Spec) returns a Module whose layers, order and tensor names equal the reference's
+//     nn.Module tree and state_dict keys ("model.1.weight", "model.10.conv_block.1.weight",
+//     "model.model.1.model.1.weight", "net.0.bias"), so weights convert both ways by name.
+//     BatchNorm's running_mean and running_var are Buffers; its num_batches_tracked counter is
+//     not kept (it only matters for momentum=None, which the reference never uses): Save
+//     writes none and Load ignores any it finds.
+//   - Behaviour follows the reference, quirks included: InstanceNorm has no affine parameters
+//     and no running statistics; convolutions followed by a norm carry a bias only with
+//     instance norm; and in a U-Net block the skip connection carries LeakyReLU(x), because
+//     the reference's in-place LeakyReLU overwrites x before torch.cat reads it.
+//   - Forward(tp, x, train): train=true uses batch statistics (updating running ones) and
+//     live dropout, drawing from the RNG given to SetRNG; train=false uses running statistics
+//     and no dropout. The reference's test.py runs pix2pix with train=true unless --eval.
+//   - Bad specs and unreadable or mismatched weight files are returned errors (ErrSpec,
+//     ErrMissing, ErrUnexpected, ErrShape, naming the file and the tensor); a wrong input
+//     shape given to Forward is a programming error and panics naming both shapes.
+//   - Parameter gradients accumulate (+=), as everywhere in ops.
+//
+// Converting the reference's .pth checkpoints (e.g. latest_net_G_A.pth) for Load, in Python
+// with torch and safetensors installed:
+//
+//	import torch
+//	from safetensors.torch import save_file
+//	sd = torch.load("latest_net_G_A.pth", map_location="cpu")
+//	sd = {k: v.float().contiguous() for k, v in sd.items()
+//	      if not k.endswith("num_batches_tracked")
+//	      # checkpoints from PyTorch < 0.4 hold InstanceNorm running stats the reference drops
+//	      and not (k.endswith(("running_mean", "running_var")) and k.rsplit(".", 1)[0] + ".weight" not in sd)}
+//	save_file(sd, "latest_net_G_A.safetensors")
+//
+// and back: safetensors.torch.load_file, then net.load_state_dict(sd, strict=False) (strict
+// only complains of the num_batches_tracked counters we do not write).
+package models

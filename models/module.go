@@ -1,0 +1,143 @@
+package models
+
+import (
+	"fmt"
+
+	"wkd/ops"
+)
+
+// Module is a built network.
+type Module interface {
+	// Spec is what the network was built from, with the kind's sizes resolved.
+	Spec() Spec
+	// Forward runs the network: x (N, InputNC, H, W) -> a generator's (N, OutputNC, H, W) or a
+	// discriminator's patch logits (N, 1, H', W'). train selects batch statistics (updating
+	// the running ones) and active dropout; otherwise running statistics and no dropout.
+	// A nil tape runs without recording. Wrong input shapes panic, naming both shapes.
+	Forward(tp *ops.Tape, x *ops.Tensor, train bool) *ops.Tensor
+	// Params are the trainable tensors in the reference's state_dict order.
+	Params() []*ops.Tensor
+	// Buffers are BatchNorm's running statistics, in state_dict order.
+	Buffers() []*ops.Tensor
+	// State is every tensor of the state_dict (parameters and buffers interleaved as the
+	// reference orders them); each one's Name is its state_dict key.
+	State() []*ops.Tensor
+	// Named maps state_dict keys to tensors.
+	Named() map[string]*ops.Tensor
+	// SetRNG gives the network the generator its dropout draws from in training mode. The
+	// caller owns it (and its State, for resumable runs); networks without dropout ignore it.
+	SetRNG(rng *ops.RNG)
+}
+
+// network is the one Module implementation: a layer tree under a root name.
+type network struct {
+	spec    Spec
+	root    layer
+	prefix  string // "model", or "net" for the pixel discriminator
+	state   []*ops.Tensor
+	params  []*ops.Tensor
+	buffers []*ops.Tensor
+	named   map[string]*ops.Tensor
+	rng     *ops.RNG
+	// multiple is what the input's sides must be divisible by (U-Net: 2^num_downs).
+	multiple int
+}
+
+// Build constructs the network a spec names. Convolution weights start at zero and
+// BatchNorm at PyTorch's constructor values: call Init (training from scratch) or Load.
+func Build(spec Spec) (Module, error) {
+	return build(spec, true)
+}
+
+func build(spec Spec, alloc bool) (*network, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	s := spec.Resolved()
+	bd := &builder{alloc: alloc}
+	n := &network{spec: s, prefix: "model", multiple: 1}
+	switch s.Kind {
+	case ResNet9Blocks, ResNet6Blocks, ResNet:
+		n.root = newResnet(bd, s)
+	case UNet128, UNet256, UNet:
+		n.root = newUnet(bd, s)
+		n.multiple = 1 << s.NumDowns
+	case PatchGAN, NLayers:
+		n.root = newNLayer(bd, s)
+	case Pixel:
+		n.root = newPixel(bd, s)
+		n.prefix = "net"
+	}
+	n.named = map[string]*ops.Tensor{}
+	n.root.visit(n.prefix, func(name string, t *ops.Tensor, param bool) {
+		t.Name = name
+		n.state = append(n.state, t)
+		n.named[name] = t
+		if param {
+			n.params = append(n.params, t)
+		} else {
+			n.buffers = append(n.buffers, t)
+		}
+	})
+	return n, nil
+}
+
+func (n *network) Spec() Spec                    { return n.spec }
+func (n *network) Params() []*ops.Tensor         { return n.params }
+func (n *network) Buffers() []*ops.Tensor        { return n.buffers }
+func (n *network) State() []*ops.Tensor          { return n.state }
+func (n *network) Named() map[string]*ops.Tensor { return n.named }
+func (n *network) SetRNG(rng *ops.RNG)           { n.rng = rng }
+
+func (n *network) Forward(tp *ops.Tape, x *ops.Tensor, train bool) *ops.Tensor {
+	if len(x.Shape) != 4 || x.Shape[1] != n.spec.InputNC {
+		panic(fmt.Sprintf("models: %v: input shape %v, want (N, %d, H, W)", n.spec.Kind, x.Shape, n.spec.InputNC))
+	}
+	if h, w := x.Shape[2], x.Shape[3]; h%n.multiple != 0 || w%n.multiple != 0 {
+		panic(fmt.Sprintf("models: %v: input shape %v: height and width must be multiples of %d", n.spec.Kind, x.Shape, n.multiple))
+	}
+	p := pass{tp: tp, train: train, rng: n.rng}
+	return n.root.forward(&p, x)
+}
+
+// Init draws every weight as the reference's init_weights(net, 'normal', 0.02) does:
+// convolution and transposed-convolution weights from N(0, 0.02), their biases 0; BatchNorm
+// weights from N(1, 0.02), biases 0, running mean 0 and variance 1. Draws follow state_dict
+// order, so one seed gives one network.
+func Init(m Module, rng *ops.RNG) {
+	m.(*network).root.init(rng)
+}
+
+// CountParams is the number of trainable values (the reference's print_network figure).
+func CountParams(m Module) int64 {
+	var total int64
+	for _, t := range m.Params() {
+		total += int64(numel(t))
+	}
+	return total
+}
+
+// CountMACs is the multiply-accumulates of one HxW image through the network's convolutions
+// and transposed convolutions: per output element C_in*KH*KW (groups are always 1 here), as
+// the compression papers count (56.8 G for ResNet-9, ngf 64, at 256x256). Norms, activations
+// and additions are not counted. It allocates no weights.
+func CountMACs(spec Spec, h, w int) (int64, error) {
+	n, err := build(spec, false)
+	if err != nil {
+		return 0, err
+	}
+	if h < 1 || w < 1 || h%n.multiple != 0 || w%n.multiple != 0 {
+		return 0, fmt.Errorf("%w: %v: a %dx%d image does not fit; sides must be positive multiples of %d", ErrSpec, spec.Kind, h, w, n.multiple)
+	}
+	var macs int64
+	err = func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%w: %v at %dx%d: %v", ErrSpec, spec.Kind, h, w, r)
+			}
+		}()
+		_, _, _, macs = n.root.outShape(n.spec.InputNC, h, w)
+		return nil
+	}()
+	return macs, err
+}

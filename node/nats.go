@@ -1,0 +1,224 @@
+package node
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
+const (
+	// DefaultNATSPort is the port `wkd nats` listens on.
+	DefaultNATSPort = 4222
+	// DefaultMaxPayload fits a 1 MiB all-reduce chunk plus headers with room to spare.
+	DefaultMaxPayload = 8 << 20
+	// NATSTokenEnv names the environment variable holding the NATS token.
+	NATSTokenEnv = "WKD_NATS_TOKEN"
+	// PendingMsgsLimit and PendingBytesLimit bound what one subscription buffers before the
+	// client drops messages and reports a slow consumer: 256 chunks of 1 MiB.
+	PendingMsgsLimit  = 1 << 16
+	PendingBytesLimit = 256 << 20
+	// ReconnectBufSize is how much a client buffers while reconnecting before Publish errors.
+	ReconnectBufSize = 32 << 20
+	// ReconnectWait is the pause between reconnect attempts (plus up to ReconnectJitter).
+	ReconnectWait   = 250 * time.Millisecond
+	ReconnectJitter = 250 * time.Millisecond
+)
+
+// NATSConfig configures the embedded NATS server. One of Token, User/Password or NKey is
+// required unless InsecureNoAuth is set.
+type NATSConfig struct {
+	// Host is the listen address. "0.0.0.0" serves a cluster; "127.0.0.1" one machine.
+	Host string
+	// Port is the client port; 0 picks a free one (tests).
+	Port int
+	// Token is a shared secret clients present (nats.Token).
+	Token string
+	// User and Password authenticate clients by name (nats.UserInfo).
+	User, Password string
+	// NKey is a user's public nkey ("U..."); clients sign with its seed.
+	NKey string
+	// InsecureNoAuth lets anyone connect. Only for a sealed network.
+	InsecureNoAuth bool
+	// MaxPayload is the largest message in bytes. Larger costs server memory per client;
+	// smaller must still hold a chunk plus its header. Defaults to DefaultMaxPayload.
+	MaxPayload int32
+	// Log receives the server's notices, warnings and errors; nil discards them.
+	Log *zerolog.Logger
+}
+
+// DefaultNATSConfig listens on 127.0.0.1:4222 with DefaultMaxPayload; set credentials.
+func DefaultNATSConfig() NATSConfig {
+	return NATSConfig{Host: "127.0.0.1", Port: DefaultNATSPort, MaxPayload: DefaultMaxPayload}
+}
+
+// Validate reports a missing credential or a field out of range.
+func (c NATSConfig) Validate() error {
+	switch {
+	case c.Port < 0 || c.Port > 65535:
+		return fmt.Errorf("%w: NATS port %d is not in 0..65535", ErrBadConfig, c.Port)
+	case c.MaxPayload < 0:
+		return fmt.Errorf("%w: NATS MaxPayload %d is negative", ErrBadConfig, c.MaxPayload)
+	case (c.User == "") != (c.Password == ""):
+		return fmt.Errorf("%w: NATS user and password go together", ErrBadConfig)
+	case c.NKey != "" && !strings.HasPrefix(c.NKey, "U"):
+		return fmt.Errorf("%w: NATS NKey must be a user public key (U...)", ErrBadConfig)
+	case !c.InsecureNoAuth && c.Token == "" && c.User == "" && c.NKey == "":
+		return ErrNoAuth
+	}
+	n := 0
+	for _, s := range []string{c.Token, c.User, c.NKey} {
+		if s != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return fmt.Errorf("%w: NATS takes one of token, user/password or nkey", ErrBadConfig)
+	}
+	return nil
+}
+
+// NATSServer is a nats-server running in this process.
+type NATSServer struct {
+	srv *server.Server
+	cfg NATSConfig
+}
+
+// StartNATS starts the server and waits until it accepts clients.
+func StartNATS(cfg NATSConfig) (*NATSServer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	opts := &server.Options{
+		Host:                  cfg.Host,
+		Port:                  cfg.Port,
+		MaxPayload:            cfg.MaxPayload,
+		MaxPending:            int64(cfg.MaxPayload) * 8, // per-client outbound buffer before "slow consumer"
+		NoSigs:                true,                      // the command handles signals
+		NoLog:                 cfg.Log == nil,
+		Authorization:         cfg.Token,
+		Username:              cfg.User,
+		Password:              cfg.Password,
+		DisableShortFirstPing: true,
+	}
+	if cfg.Port == 0 {
+		opts.Port = server.RANDOM_PORT
+	}
+	if cfg.NKey != "" {
+		opts.Nkeys = []*server.NkeyUser{{Nkey: cfg.NKey}}
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNATS, err)
+	}
+	if cfg.Log != nil {
+		srv.SetLogger(natsLog{*cfg.Log}, false, false)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("%w: server on %s not ready in 10s (port %d taken?)", ErrNATS,
+			net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)), cfg.Port)
+	}
+	return &NATSServer{srv: srv, cfg: cfg}, nil
+}
+
+// ClientURL is the nats:// URL clients dial (loopback when listening on all addresses).
+func (s *NATSServer) ClientURL() string { return s.srv.ClientURL() }
+
+// Port is the port the server listens on (the chosen one when Port was 0).
+func (s *NATSServer) Port() int {
+	if a, ok := s.srv.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
+
+// Shutdown stops the server and waits for it to finish.
+func (s *NATSServer) Shutdown() {
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+}
+
+// Creds are what a client presents; set one kind.
+type Creds struct {
+	Token          string
+	User, Password string
+	NKeySeedFile   string // file holding the user's nkey seed ("SU...")
+}
+
+// Connect dials url with creds and reconnects forever (every ReconnectWait plus jitter), so a
+// restarted server on the same address is found again; Publish buffers up to
+// ReconnectBufSize meanwhile. Extra options (handlers, a name) go after ours.
+func Connect(url string, creds Creds, opts ...nats.Option) (*nats.Conn, error) {
+	o := []nats.Option{
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(ReconnectWait),
+		nats.ReconnectJitter(ReconnectJitter, ReconnectJitter),
+		nats.ReconnectBufSize(ReconnectBufSize),
+		nats.Timeout(5 * time.Second),
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(3),
+	}
+	switch {
+	case creds.Token != "":
+		o = append(o, nats.Token(creds.Token))
+	case creds.User != "":
+		o = append(o, nats.UserInfo(creds.User, creds.Password))
+	case creds.NKeySeedFile != "":
+		nk, err := nats.NkeyOptionFromSeed(creds.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: nkey seed file %s: %v", ErrNATS, creds.NKeySeedFile, err)
+		}
+		o = append(o, nk)
+	}
+	nc, err := nats.Connect(url, append(o, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: connect %s: %w", ErrNATS, url, err)
+	}
+	return nc, nil
+}
+
+// SetPendingLimits applies PendingMsgsLimit and PendingBytesLimit to sub.
+func SetPendingLimits(sub *nats.Subscription) error {
+	return sub.SetPendingLimits(PendingMsgsLimit, PendingBytesLimit)
+}
+
+// LoadToken picks the NATS token: the flag value, else the file's first line, else the
+// WKD_NATS_TOKEN environment variable. Empty when none is set.
+func LoadToken(flagValue, file string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%w: token file: %v", ErrNoAuth, err)
+		}
+		tok := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+		if tok == "" {
+			return "", fmt.Errorf("%w: token file %s is empty", ErrNoAuth, file)
+		}
+		return tok, nil
+	}
+	return os.Getenv(NATSTokenEnv), nil
+}
+
+// natsLog adapts zerolog to nats-server's Logger.
+type natsLog struct{ log zerolog.Logger }
+
+func (l natsLog) Noticef(f string, v ...any) { l.log.Info().Msgf(f, v...) }
+func (l natsLog) Warnf(f string, v ...any)   { l.log.Warn().Msgf(f, v...) }
+func (l natsLog) Fatalf(f string, v ...any)  { l.log.Error().Msgf(f, v...) }
+func (l natsLog) Errorf(f string, v ...any)  { l.log.Error().Msgf(f, v...) }
+func (l natsLog) Debugf(f string, v ...any)  { l.log.Debug().Msgf(f, v...) }
+func (l natsLog) Tracef(f string, v ...any)  { l.log.Trace().Msgf(f, v...) }

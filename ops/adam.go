@@ -1,0 +1,291 @@
+package ops
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// ErrOptimizerState: a checkpoint's optimizer state does not fit this optimizer's parameters.
+var ErrOptimizerState = errors.New("ops: optimizer state does not fit the parameters")
+
+// AdamConfig holds Adam's hyper-parameters, with torch.optim.Adam's meaning.
+type AdamConfig struct {
+	// LR is the learning rate of every group that does not set its own. Typical 2e-4 for GANs.
+	LR float32
+	// Beta1, Beta2 are the decay rates of the first and second moment estimates, in [0, 1).
+	// GANs use Beta1 = 0.5: a shorter memory of the gradient's direction keeps the two players
+	// from overshooting each other.
+	Beta1, Beta2 float32
+	// Eps is added to the denominator, after the bias correction (torch's placement).
+	Eps float32
+	// WeightDecay is an L2 penalty: WeightDecay * param is added to the gradient before the
+	// moments (torch.optim.Adam, not the decoupled AdamW). 0 turns it off.
+	WeightDecay float32
+}
+
+// DefaultAdamConfig is torch.optim.Adam's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8.
+func DefaultAdamConfig() AdamConfig {
+	return AdamConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
+}
+
+// GANAdamConfig is the pix2pix/CycleGAN recipe: lr 2e-4, betas (0.5, 0.999).
+func GANAdamConfig() AdamConfig {
+	c := DefaultAdamConfig()
+	c.LR, c.Beta1 = 2e-4, 0.5
+	return c
+}
+
+// Validate reports the first hyper-parameter out of range.
+func (c AdamConfig) Validate() error {
+	switch {
+	case !(c.LR >= 0) || math.IsInf(float64(c.LR), 0):
+		return fmt.Errorf("ops: adam: learning rate %v: want a finite value >= 0", c.LR)
+	case !(c.Beta1 >= 0 && c.Beta1 < 1):
+		return fmt.Errorf("ops: adam: beta1 %v: want 0 <= beta1 < 1", c.Beta1)
+	case !(c.Beta2 >= 0 && c.Beta2 < 1):
+		return fmt.Errorf("ops: adam: beta2 %v: want 0 <= beta2 < 1", c.Beta2)
+	case !(c.Eps >= 0):
+		return fmt.Errorf("ops: adam: eps %v: want >= 0", c.Eps)
+	case !(c.WeightDecay >= 0):
+		return fmt.Errorf("ops: adam: weight decay %v: want >= 0", c.WeightDecay)
+	}
+	return nil
+}
+
+// ParamGroup is a set of parameters sharing a learning rate (0: the config's LR).
+type ParamGroup struct {
+	Params []*Tensor
+	LR     float32
+}
+
+// Adam is torch.optim.Adam (PyTorch 1.13, amsgrad off): per parameter with a gradient, each Step
+//
+//	g = grad + weight_decay * p
+//	m = beta1 * m + (1 - beta1) * g
+//	v = beta2 * v + (1 - beta2) * g * g
+//	p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+//
+// in float32 with torch's order of operations, and the scalar factors computed in float64 from
+// the decimal hyper-parameters as Python would. Parameters whose Grad is nil are skipped and keep
+// their own step count t, as torch skips a parameter whose .grad is None.
+type Adam struct {
+	cfg    AdamConfig
+	groups []adamGroup
+	params []adamParam
+	byName map[string]int
+	steps  int
+	job    *adamJob
+}
+
+type adamGroup struct {
+	lr, baseLR float32
+	lo, hi     int // its parameters: params[lo:hi]
+}
+
+type adamParam struct {
+	p    *Tensor
+	name string
+	m, v []float32 // exp_avg, exp_avg_sq
+	step int
+}
+
+// NewAdam returns an optimizer over the groups' parameters. Parameter names key the checkpoint
+// state, so they must be unique; an unnamed parameter is called "group<g>.<i>". It panics on an
+// invalid config or a repeated name (a programming error).
+func NewAdam(groups []ParamGroup, cfg AdamConfig) *Adam {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	a := &Adam{cfg: cfg, byName: map[string]int{}, job: new(adamJob)}
+	for gi, g := range groups {
+		lr := g.LR
+		if lr == 0 {
+			lr = cfg.LR
+		}
+		ag := adamGroup{lr: lr, baseLR: lr, lo: len(a.params)}
+		for i, p := range g.Params {
+			name := p.Name
+			if name == "" {
+				name = fmt.Sprintf("group%d.%d", gi, i)
+			}
+			if _, dup := a.byName[name]; dup {
+				panic(fmt.Sprintf("ops: NewAdam: parameter name %q appears twice", name))
+			}
+			a.byName[name] = len(a.params)
+			n := p.Numel()
+			a.params = append(a.params, adamParam{p: p, name: name, m: make([]float32, n), v: make([]float32, n)})
+		}
+		ag.hi = len(a.params)
+		a.groups = append(a.groups, ag)
+	}
+	return a
+}
+
+// decimal returns the float64 a Python user means by a float32 hyper-parameter: the shortest
+// decimal that round-trips the float32 (2e-4, 0.999), so (1 - beta2) and the bias corrections
+// come out as torch computes them from Python floats.
+func decimal(f float32) float64 {
+	d, _ := strconv.ParseFloat(strconv.FormatFloat(float64(f), 'g', -1, 32), 64)
+	return d
+}
+
+// Step updates every parameter that has a gradient.
+func (a *Adam) Step() {
+	b1, b2 := decimal(a.cfg.Beta1), decimal(a.cfg.Beta2)
+	j := a.job
+	j.b1, j.b2 = float32(b1), float32(b2)
+	j.c1, j.c2 = float32(1-b1), float32(1-b2)
+	j.eps, j.wd = a.cfg.Eps, a.cfg.WeightDecay
+	for _, g := range a.groups {
+		lr := decimal(g.lr)
+		for i := g.lo; i < g.hi; i++ {
+			st := &a.params[i]
+			if st.p.Grad == nil {
+				continue
+			}
+			st.step++
+			t := float64(st.step)
+			bc1, bc2 := 1-math.Pow(b1, t), 1-math.Pow(b2, t)
+			j.negStep = float32(-lr / bc1)
+			j.bc2sqrt = float32(math.Sqrt(bc2))
+			j.p, j.g, j.m, j.v = st.p.Data, st.p.Grad, st.m, st.v
+			if n := len(j.p); n >= adamParallelMin {
+				ParallelFor(n, adamGrain, j)
+			} else {
+				j.Run(0, n)
+			}
+		}
+	}
+	j.p, j.g, j.m, j.v = nil, nil, nil, nil
+	a.steps++
+}
+
+const (
+	adamParallelMin = 1 << 15 // below this one core is faster than waking the pool
+	adamGrain       = 1 << 13
+)
+
+// adamJob is one parameter's update, reused across parameters and steps (no allocation).
+type adamJob struct {
+	p, g, m, v       []float32
+	b1, b2, c1, c2   float32
+	eps, wd          float32
+	negStep, bc2sqrt float32
+}
+
+// Run updates elements [lo, hi) as torch's AVX2 CPU kernels round: the three "x + a*y" updates
+// (weight decay, exp_avg, exp_avg_sq) are fused multiply-adds there, so here they are computed in
+// float64, where the product of two float32 is exact, and rounded once to float32; the rest is
+// float32 op by op. This reproduces torch.optim.Adam bit for bit (checked on 40000 elements).
+func (j *adamJob) Run(lo, hi int) {
+	p, g, m, v := j.p[lo:hi], j.g[lo:hi], j.m[lo:hi], j.v[lo:hi]
+	wd, c1 := float64(j.wd), float64(j.c1)
+	for i := range p {
+		gi := g[i]
+		if wd != 0 {
+			gi = float32(wd*float64(p[i]) + float64(gi))
+		}
+		mi := float32(c1*float64(gi) + float64(m[i]*j.b1))
+		vi := float32(float64(float32(j.c2*gi))*float64(gi) + float64(v[i]*j.b2))
+		m[i], v[i] = mi, vi
+		denom := float32(float32(math.Sqrt(float64(vi)))/j.bc2sqrt) + j.eps
+		p[i] += float32(j.negStep*mi) / denom
+	}
+}
+
+// ZeroGrad sets every parameter's gradient to zero, keeping the buffers (torch 1.13's
+// zero_grad(set_to_none=False)).
+func (a *Adam) ZeroGrad() {
+	for i := range a.params {
+		a.params[i].p.ZeroGrad()
+	}
+}
+
+// SetLR sets every group's learning rate (a schedule with one group).
+func (a *Adam) SetLR(lr float32) {
+	for i := range a.groups {
+		a.groups[i].lr = lr
+	}
+}
+
+// SetLRScale sets every group's learning rate to its initial one times s (torch's LambdaLR).
+func (a *Adam) SetLRScale(s float32) {
+	for i := range a.groups {
+		a.groups[i].lr = float32(decimal(a.groups[i].baseLR) * float64(s))
+	}
+}
+
+// GroupLR is group i's current learning rate.
+func (a *Adam) GroupLR(i int) float32 { return a.groups[i].lr }
+
+// StepCount is the number of Step calls, including those before a SetState (the largest
+// per-parameter step count it loaded).
+func (a *Adam) StepCount() int { return a.steps }
+
+// State returns a copy of the optimizer state for a checkpoint, keyed like torch's per-parameter
+// state: "step/<name>" (one value), "exp_avg/<name>" and "exp_avg_sq/<name>". Parameters never
+// stepped have no entries, as in torch.
+func (a *Adam) State() map[string][]float32 {
+	out := make(map[string][]float32, 3*len(a.params))
+	for _, st := range a.params {
+		if st.step == 0 {
+			continue
+		}
+		out["step/"+st.name] = []float32{float32(st.step)}
+		out["exp_avg/"+st.name] = append([]float32(nil), st.m...)
+		out["exp_avg_sq/"+st.name] = append([]float32(nil), st.v...)
+	}
+	return out
+}
+
+// SetState loads what State returned. Every key must name a parameter of this optimizer with
+// the right size; a parameter without entries starts fresh. Nothing changes on error.
+func (a *Adam) SetState(state map[string][]float32) error {
+	steps := make([]int, len(a.params))
+	for key, val := range state {
+		kind, name, ok := strings.Cut(key, "/")
+		i, known := a.byName[name]
+		if !ok || !known {
+			return fmt.Errorf("%w: %q names no parameter of this optimizer (was the checkpoint made for another model?)", ErrOptimizerState, key)
+		}
+		want := len(a.params[i].m)
+		switch kind {
+		case "step":
+			if len(val) != 1 || val[0] < 1 || val[0] != float32(int(val[0])) {
+				return fmt.Errorf("%w: %q = %v, want one positive whole number", ErrOptimizerState, key, val)
+			}
+			steps[i] = int(val[0])
+			want = 1
+		case "exp_avg", "exp_avg_sq":
+		default:
+			return fmt.Errorf("%w: %q: unknown state %q (want step, exp_avg or exp_avg_sq)", ErrOptimizerState, key, kind)
+		}
+		if len(val) != want {
+			return fmt.Errorf("%w: %q has %d values, the parameter needs %d", ErrOptimizerState, key, len(val), want)
+		}
+	}
+	for i, st := range a.params {
+		_, hasM := state["exp_avg/"+st.name]
+		_, hasV := state["exp_avg_sq/"+st.name]
+		if (steps[i] > 0) != hasM || hasM != hasV {
+			return fmt.Errorf("%w: parameter %q has only part of its state (step, exp_avg, exp_avg_sq go together)", ErrOptimizerState, st.name)
+		}
+	}
+	a.steps = 0
+	for i := range a.params {
+		st := &a.params[i]
+		st.step = steps[i]
+		if st.step == 0 {
+			clear(st.m)
+			clear(st.v)
+			continue
+		}
+		copy(st.m, state["exp_avg/"+st.name])
+		copy(st.v, state["exp_avg_sq/"+st.name])
+		a.steps = max(a.steps, st.step)
+	}
+	return nil
+}

@@ -1,0 +1,75 @@
+package ops
+
+// Arena hands out tensors for one step and takes them all back at Reset. The i-th request of a
+// step gets the i-th slot, so when every step asks for the same shapes in the same order (a
+// training loop does) the buffers of the first step are reused and nothing is allocated.
+type Arena struct {
+	slots []*Tensor
+	next  int
+	// views are tensor headers over data owned elsewhere (Detach); kept apart from slots so a
+	// slot never ends up pointing at another slot's buffer.
+	views    []*Tensor
+	nextView int
+}
+
+// Get returns a tensor of the given shape whose data is NOT cleared: ops that write every
+// element use it. Its gradient is nil.
+func (a *Arena) Get(shape ...int) *Tensor {
+	n := numel(shape)
+	var t *Tensor
+	if a.next < len(a.slots) {
+		t = a.slots[a.next]
+	} else {
+		t = &Tensor{}
+		a.slots = append(a.slots, t)
+	}
+	a.next++
+	if cap(t.Data) < n {
+		t.Data = make([]float32, n)
+	}
+	t.Data = t.Data[:n]
+	t.Shape = append(t.Shape[:0], shape...)
+	t.Grad = nil
+	t.Name = ""
+	t.requiresGrad = false
+	return t
+}
+
+// Zeros is Get with the data cleared.
+func (a *Arena) Zeros(shape ...int) *Tensor {
+	t := a.Get(shape...)
+	clear(t.Data)
+	return t
+}
+
+// Reset makes every tensor handed out since the last Reset available again. Tensors from
+// before the Reset must not be used after it.
+func (a *Arena) Reset() { a.next, a.nextView = 0, 0 }
+
+// view returns a header over data that the arena does not own.
+func (a *Arena) view(data []float32, shape ...int) *Tensor {
+	if numel(shape) != len(data) {
+		panic("ops: view: shape does not match data length")
+	}
+	var t *Tensor
+	if a.nextView < len(a.views) {
+		t = a.views[a.nextView]
+	} else {
+		t = &Tensor{}
+		a.views = append(a.views, t)
+	}
+	a.nextView++
+	t.Data = data
+	t.Shape = append(t.Shape[:0], shape...)
+	t.Grad, t.gradBuf, t.Name, t.requiresGrad = nil, nil, "", false
+	return t
+}
+
+// Bytes is the memory the arena holds, data and gradients.
+func (a *Arena) Bytes() int {
+	n := 0
+	for _, t := range a.slots {
+		n += 4 * (cap(t.Data) + cap(t.gradBuf))
+	}
+	return n
+}

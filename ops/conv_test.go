@@ -1,0 +1,402 @@
+package ops
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"wkd/internal/torchref"
+)
+
+// convCase is one Conv2d or ConvTranspose2d configuration.
+// x: (N, C, H, W); w: (K, C, KH, KW) for Conv2d, (C, K, KH, KW) for ConvTranspose2d.
+type convCase struct {
+	n, c, h, w, k, kh, kw, stride, pad, outPad int
+	bias                                       bool
+}
+
+func (cc convCase) String() string {
+	s := fmt.Sprintf("N%d_C%d_K%d_%dx%d_in%dx%d_s%d_p%d", cc.n, cc.c, cc.k, cc.kh, cc.kw, cc.h, cc.w, cc.stride, cc.pad)
+	if cc.outPad > 0 {
+		s += fmt.Sprintf("_op%d", cc.outPad)
+	}
+	if !cc.bias {
+		s += "_nobias"
+	}
+	return s
+}
+
+var conv2dCases = []convCase{
+	{n: 2, c: 3, h: 5, w: 6, k: 4, kh: 3, kw: 3, stride: 1, pad: 1, bias: true},
+	{n: 2, c: 3, h: 7, w: 9, k: 5, kh: 3, kw: 3, stride: 2, pad: 1, bias: true},
+	{n: 2, c: 4, h: 5, w: 4, k: 3, kh: 1, kw: 1, stride: 1, pad: 0, bias: true},
+	{n: 1, c: 3, h: 6, w: 7, k: 2, kh: 1, kw: 1, stride: 2, pad: 0, bias: false},
+	{n: 2, c: 2, h: 8, w: 6, k: 3, kh: 4, kw: 4, stride: 2, pad: 1, bias: true},
+	{n: 2, c: 2, h: 5, w: 7, k: 3, kh: 4, kw: 4, stride: 1, pad: 1, bias: true},
+	{n: 1, c: 2, h: 6, w: 5, k: 3, kh: 7, kw: 7, stride: 1, pad: 3, bias: true},
+	{n: 2, c: 2, h: 9, w: 8, k: 2, kh: 7, kw: 7, stride: 1, pad: 0, bias: false},
+	{n: 2, c: 3, h: 6, w: 8, k: 2, kh: 3, kw: 5, stride: 3, pad: 2, bias: true},
+	// Narrow outputs at stride 1 take the flipped-kernel transposed route (viaTranspose).
+	{n: 2, c: 6, h: 5, w: 6, k: 1, kh: 3, kw: 3, stride: 1, pad: 1, bias: true},
+	{n: 2, c: 8, h: 6, w: 7, k: 1, kh: 4, kw: 4, stride: 1, pad: 1, bias: true},
+	{n: 2, c: 6, h: 6, w: 5, k: 2, kh: 7, kw: 7, stride: 1, pad: 3, bias: false},
+}
+
+// TestConv2dCasesCoverBothRoutes guards the table above: both conv routes must be exercised.
+func TestConv2dCasesCoverBothRoutes(t *testing.T) {
+	var direct, flipped int
+	for _, cc := range conv2dCases {
+		g := newConvGeom(cc.c, cc.h, cc.w, cc.kh, cc.kw, cc.stride, cc.pad)
+		if viaTranspose(&g, cc.k) {
+			flipped++
+		} else {
+			direct++
+		}
+	}
+	if direct < 3 || flipped < 3 {
+		t.Errorf("conv2dCases: %d im2col cases, %d flipped-kernel cases; want at least 3 of each", direct, flipped)
+	}
+}
+
+var convTransposeCases = []convCase{
+	{n: 2, c: 3, h: 4, w: 5, k: 4, kh: 3, kw: 3, stride: 2, pad: 1, outPad: 1, bias: true},
+	{n: 2, c: 3, h: 5, w: 3, k: 2, kh: 4, kw: 4, stride: 2, pad: 1, bias: true},
+	{n: 2, c: 2, h: 5, w: 6, k: 3, kh: 3, kw: 3, stride: 1, pad: 1, bias: false},
+	{n: 2, c: 4, h: 3, w: 5, k: 3, kh: 1, kw: 1, stride: 1, pad: 0, bias: true},
+	{n: 1, c: 2, h: 3, w: 4, k: 3, kh: 2, kw: 2, stride: 2, pad: 0, bias: true},
+	{n: 2, c: 2, h: 3, w: 4, k: 2, kh: 5, kw: 5, stride: 3, pad: 2, outPad: 2, bias: true},
+	{n: 1, c: 3, h: 4, w: 3, k: 2, kh: 7, kw: 7, stride: 1, pad: 3, bias: true},
+}
+
+func (cc convCase) tensors(r *rand.Rand, transposed bool) (x, w, b *Tensor) {
+	x = randTensor(r, cc.n, cc.c, cc.h, cc.w)
+	if transposed {
+		w = randTensor(r, cc.c, cc.k, cc.kh, cc.kw)
+	} else {
+		w = randTensor(r, cc.k, cc.c, cc.kh, cc.kw)
+	}
+	if cc.bias {
+		b = randTensor(r, cc.k)
+	}
+	return x, w, b
+}
+
+// refConv2d is the textbook definition in float64, the oracle for the GEMM path.
+func refConv2d(x, w, b *Tensor, stride, pad int) []float64 {
+	n, c, h, wd := x.NCHW()
+	k, _, kh, kw := w.NCHW()
+	oh, ow := (h+2*pad-kh)/stride+1, (wd+2*pad-kw)/stride+1
+	y := make([]float64, n*k*oh*ow)
+	for in := 0; in < n; in++ {
+		for ok := 0; ok < k; ok++ {
+			for i := 0; i < oh; i++ {
+				for j := 0; j < ow; j++ {
+					var s float64
+					if b != nil {
+						s = float64(b.Data[ok])
+					}
+					for ic := 0; ic < c; ic++ {
+						for u := 0; u < kh; u++ {
+							for v := 0; v < kw; v++ {
+								ih, iw := i*stride-pad+u, j*stride-pad+v
+								if ih < 0 || ih >= h || iw < 0 || iw >= wd {
+									continue
+								}
+								s += float64(x.Data[((in*c+ic)*h+ih)*wd+iw]) * float64(w.Data[((ok*c+ic)*kh+u)*kw+v])
+							}
+						}
+					}
+					y[((in*k+ok)*oh+i)*ow+j] = s
+				}
+			}
+		}
+	}
+	return y
+}
+
+// refConvTranspose2d scatters every input pixel through the kernel, in float64.
+func refConvTranspose2d(x, w, b *Tensor, stride, pad, outPad int) []float64 {
+	n, c, h, wd := x.NCHW()
+	_, k, kh, kw := w.NCHW()
+	oh, ow := (h-1)*stride-2*pad+kh+outPad, (wd-1)*stride-2*pad+kw+outPad
+	y := make([]float64, n*k*oh*ow)
+	for in := 0; in < n; in++ {
+		for ok := 0; ok < k; ok++ {
+			for p := 0; p < oh*ow; p++ {
+				if b != nil {
+					y[(in*k+ok)*oh*ow+p] = float64(b.Data[ok])
+				}
+			}
+			for ic := 0; ic < c; ic++ {
+				for i := 0; i < h; i++ {
+					for j := 0; j < wd; j++ {
+						xv := float64(x.Data[((in*c+ic)*h+i)*wd+j])
+						for u := 0; u < kh; u++ {
+							for v := 0; v < kw; v++ {
+								yh, yw := i*stride-pad+u, j*stride-pad+v
+								if yh < 0 || yh >= oh || yw < 0 || yw >= ow {
+									continue
+								}
+								y[((in*k+ok)*oh+yh)*ow+yw] += xv * float64(w.Data[((ic*k+ok)*kh+u)*kw+v])
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return y
+}
+
+func compareRef(t *testing.T, name string, got []float32, want []float64, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d outputs, want %d", name, len(got), len(want))
+	}
+	var maxDiff, maxWant float64
+	for i, v := range want {
+		maxDiff = math.Max(maxDiff, math.Abs(float64(got[i])-v))
+		maxWant = math.Max(maxWant, math.Abs(v))
+	}
+	if maxDiff > tol*math.Max(1, maxWant) {
+		t.Errorf("%s: max difference %.3g from the reference (max |y| %.3g)", name, maxDiff, maxWant)
+	}
+}
+
+// withBands runs f twice: with the default column budget and with one output row per band,
+// so both the single-band and the streamed paths are exercised.
+func withBands(t *testing.T, f func(t *testing.T)) {
+	t.Run("oneband", f)
+	t.Run("rowbands", func(t *testing.T) {
+		old := colsBudget
+		colsBudget = 1
+		defer func() { colsBudget = old }()
+		f(t)
+	})
+}
+
+func TestConv2dMatchesDefinition(t *testing.T) {
+	withBands(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(1, 1))
+		for _, cc := range conv2dCases {
+			x, w, b := cc.tensors(r, false)
+			y := Conv2d(nil, x, w, b, cc.stride, cc.pad)
+			oh, ow := (cc.h+2*cc.pad-cc.kh)/cc.stride+1, (cc.w+2*cc.pad-cc.kw)/cc.stride+1
+			if want := []int{cc.n, cc.k, oh, ow}; fmt.Sprint(y.Shape) != fmt.Sprint(want) {
+				t.Fatalf("%v: output shape %v, want %v", cc, y.Shape, want)
+			}
+			compareRef(t, cc.String(), y.Data, refConv2d(x, w, b, cc.stride, cc.pad), 1e-6)
+		}
+	})
+}
+
+func TestConv2dGradient(t *testing.T) {
+	withBands(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(2, 2))
+		for _, cc := range conv2dCases {
+			x, w, b := cc.tensors(r, false)
+			ins := []*Tensor{x, w}
+			if b != nil {
+				ins = append(ins, b)
+			}
+			gradCheck(t, "Conv2d "+cc.String(), 1e-2, 1e-3, func(tp *Tape) *Tensor {
+				return Conv2d(tp, x, w, b, cc.stride, cc.pad)
+			}, ins...)
+		}
+	})
+}
+
+// TestConv2dPartialGradients checks that an input that does not require gradient gets none
+// while the others still get theirs (the first layer's image, a frozen weight).
+func TestConv2dPartialGradients(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	cc := conv2dCases[1]
+	x, w, b := cc.tensors(r, false)
+	gradCheck(t, "Conv2d dW only", 1e-2, 1e-3, func(tp *Tape) *Tensor { return Conv2d(tp, x, w, b, cc.stride, cc.pad) }, w)
+	if x.Grad != nil || b.Grad != nil {
+		t.Errorf("x or b got a gradient without requiring one")
+	}
+	x2, w2, _ := cc.tensors(r, false)
+	gradCheck(t, "Conv2d dX only", 1e-2, 1e-3, func(tp *Tape) *Tensor { return Conv2d(tp, x2, w2, nil, cc.stride, cc.pad) }, x2)
+	if w2.Grad != nil {
+		t.Errorf("w got a gradient without requiring one")
+	}
+}
+
+// TestConvGradientsAccumulate: the gradient rule is +=, so two backward passes give twice the
+// gradient of one, for weights, bias and input alike.
+func TestConvGradientsAccumulate(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	for _, op := range []string{"Conv2d", "ConvTranspose2d"} {
+		var cc convCase
+		f := func(tp *Tape, x, w, b *Tensor) *Tensor { return Conv2d(tp, x, w, b, cc.stride, cc.pad) }
+		if op == "Conv2d" {
+			cc = conv2dCases[1]
+		} else {
+			cc = convTransposeCases[0]
+			f = func(tp *Tape, x, w, b *Tensor) *Tensor {
+				return ConvTranspose2d(tp, x, w, b, cc.stride, cc.pad, cc.outPad)
+			}
+		}
+		x, w, b := cc.tensors(r, op == "ConvTranspose2d")
+		for _, p := range []*Tensor{x, w, b} {
+			p.SetRequiresGrad(true)
+		}
+		var wt *Tensor
+		run := func() {
+			tp := NewTape()
+			y := f(tp, x, w, b)
+			if wt == nil {
+				wt = randTensor(r, y.Numel())
+			}
+			tp.Backward(weightedSum(tp, y, wt))
+		}
+		run()
+		once := [][]float32{append([]float32(nil), x.Grad...), append([]float32(nil), w.Grad...), append([]float32(nil), b.Grad...)}
+		run()
+		for i, p := range []*Tensor{x, w, b} {
+			var maxDiff, maxOnce float64
+			for j, g := range once[i] {
+				maxDiff = math.Max(maxDiff, math.Abs(float64(p.Grad[j])-2*float64(g)))
+				maxOnce = math.Max(maxOnce, math.Abs(float64(g)))
+			}
+			if maxOnce == 0 || maxDiff > 1e-6*maxOnce {
+				t.Errorf("%s input %d: after two backward passes gradient differs from twice one pass by %.3g (max %.3g)",
+					op, i, maxDiff, maxOnce)
+			}
+		}
+	}
+}
+
+// TestConvStepAllocatesNothing: a warm training step through pad, conv and transposed conv
+// draws every buffer from the arena or the scratch list.
+func TestConvStepAllocatesNothing(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	x := randTensor(r, 2, 3, 8, 8)
+	w1, b1 := randTensor(r, 4, 3, 3, 3), randTensor(r, 4)
+	w2, b2 := randTensor(r, 4, 2, 3, 3), randTensor(r, 2)
+	wt := randTensor(r, 2*2*10*10)
+	for _, p := range []*Tensor{w1, b1, w2, b2} {
+		p.SetRequiresGrad(true)
+	}
+	tp := NewTape()
+	step := func() {
+		tp.Reset()
+		h := Conv2d(tp, ReflectionPad2d(tp, x, 1), w1, b1, 2, 1)
+		y := ConvTranspose2d(tp, ZeroPad2d(tp, h, 0), w2, b2, 2, 1, 1)
+		tp.Backward(weightedSum(tp, y, wt))
+	}
+	step()
+	if allocs := testing.AllocsPerRun(10, step); allocs != 0 {
+		t.Errorf("steady-state conv step allocates %v times, want 0", allocs)
+	}
+}
+
+func TestConvRejectsBadShapes(t *testing.T) {
+	x := New(1, 3, 8, 8)
+	for name, f := range map[string]func(){
+		"channels":   func() { Conv2d(nil, x, New(4, 2, 3, 3), nil, 1, 1) },
+		"bias":       func() { Conv2d(nil, x, New(4, 3, 3, 3), New(3), 1, 1) },
+		"too big":    func() { Conv2d(nil, x, New(4, 3, 11, 11), nil, 1, 1) },
+		"stride":     func() { Conv2d(nil, x, New(4, 3, 3, 3), nil, 0, 1) },
+		"T channels": func() { ConvTranspose2d(nil, x, New(4, 3, 3, 3), nil, 2, 1, 1) },
+		"T outPad":   func() { ConvTranspose2d(nil, x, New(3, 4, 3, 3), nil, 2, 1, 2) },
+		"reflect":    func() { ReflectionPad2d(nil, x, 8) },
+	} {
+		func() {
+			defer func() {
+				msg, _ := recover().(string)
+				if !strings.Contains(msg, "ops: ") || !strings.Contains(msg, "[4 3 3 3]") && !strings.Contains(msg, "[1 3 8 8]") {
+					t.Errorf("%s: panic %q, want one naming the shapes", name, msg)
+				}
+			}()
+			f()
+		}()
+	}
+}
+
+// parityCase is one network configuration compared with PyTorch: an optional pad before a
+// conv or transposed conv, forward and every gradient.
+type parityCase struct {
+	name       string
+	reflectPad int // ReflectionPad2d before the conv, 0 for none
+	transposed bool
+	cc         convCase
+}
+
+// The configurations the ResNet, U-Net and PatchGAN networks use.
+var parityCases = []parityCase{
+	{name: "c7s1_reflect3", reflectPad: 3, cc: convCase{n: 2, c: 3, h: 20, w: 18, k: 16, kh: 7, kw: 7, stride: 1, bias: true}},
+	{name: "c7s1_reflect3_out", reflectPad: 3, cc: convCase{n: 2, c: 16, h: 12, w: 14, k: 3, kh: 7, kw: 7, stride: 1, bias: true}},
+	{name: "down_3x3s2p1", cc: convCase{n: 2, c: 16, h: 20, w: 18, k: 32, kh: 3, kw: 3, stride: 2, pad: 1, bias: true}},
+	{name: "res_3x3_reflect1", reflectPad: 1, cc: convCase{n: 2, c: 32, h: 10, w: 9, k: 32, kh: 3, kw: 3, stride: 1, bias: true}},
+	{name: "up_T3x3s2p1op1", transposed: true, cc: convCase{n: 2, c: 32, h: 9, w: 10, k: 16, kh: 3, kw: 3, stride: 2, pad: 1, outPad: 1, bias: true}},
+	{name: "unet_T4x4s2p1", transposed: true, cc: convCase{n: 2, c: 32, h: 8, w: 6, k: 16, kh: 4, kw: 4, stride: 2, pad: 1, bias: true}},
+	{name: "unet_T4x4s2p1_nobias", transposed: true, cc: convCase{n: 2, c: 16, h: 5, w: 7, k: 3, kh: 4, kw: 4, stride: 2, pad: 1}},
+	{name: "patch_4x4s2p1", cc: convCase{n: 2, c: 3, h: 22, w: 20, k: 16, kh: 4, kw: 4, stride: 2, pad: 1, bias: true}},
+	{name: "patch_4x4s1p1", cc: convCase{n: 2, c: 32, h: 9, w: 11, k: 1, kh: 4, kw: 4, stride: 1, pad: 1, bias: true}},
+	{name: "patch_4x4s2p1_nobias", cc: convCase{n: 2, c: 16, h: 12, w: 10, k: 32, kh: 4, kw: 4, stride: 2, pad: 1}},
+}
+
+// TestConvTorchParity runs every network configuration through PyTorch in one interpreter and
+// compares the output and the gradients of x, w and b (relative error <= 1e-4).
+func TestConvTorchParity(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	inputs := map[string]torchref.Array{}
+	var script strings.Builder
+	script.WriteString("import torch.nn.functional as F\n")
+	got := make([]map[string][]float32, len(parityCases))
+	for i, pc := range parityCases {
+		cc := pc.cc
+		x, w, b := cc.tensors(r, pc.transposed)
+		x.SetRequiresGrad(true)
+		w.SetRequiresGrad(true)
+		p := pc.name + "_"
+		inputs[p+"x"], inputs[p+"w"] = arr(x), arr(w)
+		bias := "None"
+		if b != nil {
+			b.SetRequiresGrad(true)
+			inputs[p+"b"] = arr(b)
+			bias = fmt.Sprintf("I[%q]", p+"b")
+		}
+		tp := NewTape()
+		in := x
+		if pc.reflectPad > 0 {
+			in = ReflectionPad2d(tp, x, pc.reflectPad)
+		}
+		var y *Tensor
+		if pc.transposed {
+			y = ConvTranspose2d(tp, in, w, b, cc.stride, cc.pad, cc.outPad)
+		} else {
+			y = Conv2d(tp, in, w, b, cc.stride, cc.pad)
+		}
+		gy := randTensor(r, y.Shape...)
+		inputs[p+"gy"] = arr(gy)
+		SeedGrad(y, gy.Data)
+		tp.BackwardFrom()
+		got[i] = map[string][]float32{p + "y": y.Data, p + "dx": x.Grad, p + "dw": w.Grad}
+		if b != nil {
+			got[i][p+"db"] = b.Grad
+		}
+
+		fmt.Fprintf(&script, "ps = %q\n", p)
+		script.WriteString("x = I[ps+'x'].requires_grad_(); w = I[ps+'w'].requires_grad_()\n")
+		fmt.Fprintf(&script, "b = %s\nif b is not None: b.requires_grad_()\nh = x\n", bias)
+		if pc.reflectPad > 0 {
+			fmt.Fprintf(&script, "h = torch.nn.ReflectionPad2d(%d)(h)\n", pc.reflectPad)
+		}
+		if pc.transposed {
+			fmt.Fprintf(&script, "y = F.conv_transpose2d(h, w, b, stride=%d, padding=%d, output_padding=%d)\n", cc.stride, cc.pad, cc.outPad)
+		} else {
+			fmt.Fprintf(&script, "y = F.conv2d(h, w, b, stride=%d, padding=%d)\n", cc.stride, cc.pad)
+		}
+		script.WriteString("y.backward(I[ps+'gy'])\nO[ps+'y'] = y; O[ps+'dx'] = x.grad; O[ps+'dw'] = w.grad\n")
+		script.WriteString("if b is not None: O[ps+'db'] = b.grad\n")
+	}
+	want := torchref.Run(t, script.String(), inputs)
+	for i, pc := range parityCases {
+		t.Run(pc.name, func(t *testing.T) { torchref.Compare(t, 1e-4, got[i], want) })
+	}
+}

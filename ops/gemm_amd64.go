@@ -1,0 +1,44 @@
+//go:build amd64 && !purego
+
+package ops
+
+import "golang.org/x/sys/cpu"
+
+// Micro-kernels in gemm_amd64.s: C[mr x nr] = alpha * Apanel * Bpanel + beta * C, where
+// Apanel is kc columns of mr packed rows and Bpanel is kc rows of nr packed columns.
+// ldc is in elements. beta == 0 writes C without reading it.
+
+//go:noescape
+func sgemmKernelAVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func sgemmKernelAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+var (
+	kernelAVX512 = gemmKernel{name: "avx512", mr: 8, nr: 32, fn: sgemmKernelAVX512}
+	kernelAVX2   = gemmKernel{name: "avx2", mr: 6, nr: 16, fn: sgemmKernelAVX2}
+)
+
+// bestKernel picks the widest kernel this CPU and OS support (x/sys/cpu checks that the
+// OS saves the wide registers too).
+func bestKernel() *gemmKernel {
+	switch {
+	case cpu.X86.HasAVX512F:
+		return &kernelAVX512
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+		return &kernelAVX2
+	}
+	return &kernelGo
+}
+
+// simdKernels lists the kernels this machine can run, for tests.
+func simdKernels() []*gemmKernel {
+	var ks []*gemmKernel
+	if cpu.X86.HasAVX512F {
+		ks = append(ks, &kernelAVX512)
+	}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		ks = append(ks, &kernelAVX2)
+	}
+	return ks
+}

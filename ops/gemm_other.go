@@ -1,0 +1,8 @@
+//go:build !amd64 || purego
+
+package ops
+
+func bestKernel() *gemmKernel { return &kernelGo }
+
+// simdKernels lists the kernels this machine can run, for tests: none in this build.
+func simdKernels() []*gemmKernel { return nil }

@@ -1,0 +1,271 @@
+package ops
+
+import "sync"
+
+// im2col and col2im: the data movement that turns a convolution into a GEMM, shared by Conv2d
+// (forward: im2col; data backward: col2im) and ConvTranspose2d (forward: col2im; backward: im2col).
+//
+// A column matrix has one row per (c, i, j) of the kernel window, r = (c*KH + i)*KW + j, and one
+// column per output position (oh, ow). Both directions work on a band of output rows
+// [oh0, oh1), so a conv can stream its columns through a bounded scratch buffer instead of
+// materialising (C*KH*KW, OH*OW) at once (the 7x7 convs of a 256x256 generator would need
+// hundreds of MB).
+
+// convGeom describes a convolution with zero padding from an image (C, H, W) to (OH, OW).
+type convGeom struct {
+	c, h, w     int // image the window slides over
+	kh, kw      int // kernel
+	stride, pad int
+	oh, ow      int // output positions
+}
+
+func newConvGeom(c, h, w, kh, kw, stride, pad int) convGeom {
+	return convGeom{c: c, h: h, w: w, kh: kh, kw: kw, stride: stride, pad: pad,
+		oh: (h+2*pad-kh)/stride + 1, ow: (w+2*pad-kw)/stride + 1}
+}
+
+// rows is the number of rows of the column matrix, C*KH*KW.
+func (g *convGeom) rows() int { return g.c * g.kh * g.kw }
+
+// pointwise reports whether the column matrix is the image itself (1x1, stride 1, no padding).
+func (g *convGeom) pointwise() bool {
+	return g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0
+}
+
+// owRange is the range of output columns whose input column ow*stride - pad + j lies inside the
+// image, for kernel column j.
+func (g *convGeom) owRange(j int) (lo, hi int) {
+	s, p := g.stride, g.pad
+	// lo = ceil((p-j)/s) clamped at 0; hi = floor((W-1+p-j)/s)+1 clamped at OW.
+	if d := p - j; d > 0 {
+		lo = (d + s - 1) / s
+	}
+	if d := g.w - 1 + p - j; d >= 0 {
+		hi = d/s + 1
+	}
+	lo = min(lo, g.ow)
+	hi = max(min(hi, g.ow), lo)
+	return lo, hi
+}
+
+// im2colRows fills rows [r0, r1) of the column matrix of output rows [oh0, oh1).
+// src: (C, H, W); dst: (C*KH*KW, (oh1-oh0)*OW), row-major.
+func im2colRows(g *convGeom, src []float32, oh0, oh1 int, dst []float32, r0, r1 int) {
+	cw := (oh1 - oh0) * g.ow
+	s, p := g.stride, g.pad
+	for r := r0; r < r1; r++ {
+		j := r % g.kw
+		i := (r / g.kw) % g.kh
+		c := r / (g.kw * g.kh)
+		plane := src[c*g.h*g.w : (c+1)*g.h*g.w]
+		row := dst[r*cw : (r+1)*cw]
+		lo, hi := g.owRange(j)
+		for oh := oh0; oh < oh1; oh++ {
+			seg := row[(oh-oh0)*g.ow : (oh-oh0+1)*g.ow]
+			ih := oh*s - p + i
+			if ih < 0 || ih >= g.h {
+				clear(seg)
+				continue
+			}
+			clear(seg[:lo])
+			clear(seg[hi:])
+			in := plane[ih*g.w : (ih+1)*g.w]
+			if s == 1 {
+				copy(seg[lo:hi], in[lo-p+j:])
+				continue
+			}
+			iw := lo*s - p + j
+			for ow := lo; ow < hi; ow++ {
+				seg[ow] = in[iw]
+				iw += s
+			}
+		}
+	}
+}
+
+// col2imChannels adds the column matrix of output rows [oh0, oh1) back into channels [c0, c1)
+// of the image: the adjoint of im2colRows. Channels own disjoint rows, so they run in parallel.
+// src: (C*KH*KW, (oh1-oh0)*OW); dst: (C, H, W), accumulated.
+func col2imChannels(g *convGeom, src []float32, oh0, oh1 int, dst []float32, c0, c1 int) {
+	cw := (oh1 - oh0) * g.ow
+	s, p := g.stride, g.pad
+	for c := c0; c < c1; c++ {
+		plane := dst[c*g.h*g.w : (c+1)*g.h*g.w]
+		for i := 0; i < g.kh; i++ {
+			for j := 0; j < g.kw; j++ {
+				r := (c*g.kh+i)*g.kw + j
+				row := src[r*cw : (r+1)*cw]
+				lo, hi := g.owRange(j)
+				if lo >= hi {
+					continue
+				}
+				for oh := oh0; oh < oh1; oh++ {
+					ih := oh*s - p + i
+					if ih < 0 || ih >= g.h {
+						continue
+					}
+					seg := row[(oh-oh0)*g.ow : (oh-oh0+1)*g.ow]
+					out := plane[ih*g.w : (ih+1)*g.w]
+					if s == 1 {
+						seg = seg[lo:hi]
+						out = out[lo-p+j : lo-p+j+len(seg)]
+						for k, v := range seg {
+							out[k] += v
+						}
+						continue
+					}
+					iw := lo*s - p + j
+					for ow := lo; ow < hi; ow++ {
+						out[iw] += seg[ow]
+						iw += s
+					}
+				}
+			}
+		}
+	}
+}
+
+// convScratch is a reusable work area for one conv call: the column buffer of a band and the
+// parallel job descriptors (kept here so handing them to ParallelFor allocates nothing).
+// Scratches live on a free list, never shrink, and are shared by every tape: a step needs one
+// per concurrently running conv, not one per layer.
+type convScratch struct {
+	cols []float32
+	wts  []float32 // a rearranged kernel and its gradient
+	im   im2colJob
+	ci   col2imJob
+	bias biasJob
+}
+
+var scratch struct {
+	sync.Mutex
+	free []*convScratch
+}
+
+func getScratch() *convScratch {
+	scratch.Lock()
+	defer scratch.Unlock()
+	if n := len(scratch.free); n > 0 {
+		s := scratch.free[n-1]
+		scratch.free = scratch.free[:n-1]
+		return s
+	}
+	return &convScratch{}
+}
+
+func putScratch(s *convScratch) {
+	s.im = im2colJob{}
+	s.ci = col2imJob{}
+	s.bias = biasJob{}
+	scratch.Lock()
+	scratch.free = append(scratch.free, s)
+	scratch.Unlock()
+}
+
+// colBuf returns the column buffer with at least n elements (uncleared).
+func (s *convScratch) colBuf(n int) []float32 {
+	if cap(s.cols) < n {
+		s.cols = make([]float32, n)
+	}
+	return s.cols[:n]
+}
+
+// weightBuf returns the kernel buffer with at least n elements (uncleared).
+func (s *convScratch) weightBuf(n int) []float32 {
+	if cap(s.wts) < n {
+		s.wts = make([]float32, n)
+	}
+	return s.wts[:n]
+}
+
+// colsBudget bounds a band's column buffer, in floats: large enough that GEMM sees wide
+// matrices, small enough to stay near the last-level cache.
+var colsBudget = 1 << 20
+
+// bandRows is how many output rows one band of the column matrix holds.
+func (g *convGeom) bandRows() int {
+	return max(1, min(g.oh, colsBudget/max(1, g.rows()*g.ow)))
+}
+
+// parallelGrain is the rough number of floats moved per task below which splitting work across
+// goroutines costs more than it saves.
+const parallelGrain = 1 << 14
+
+type im2colJob struct {
+	g        convGeom // a copy: a pointer would move the caller's geometry to the heap
+	src, dst []float32
+	oh0, oh1 int
+}
+
+func (j *im2colJob) Run(lo, hi int) { im2colRows(&j.g, j.src, j.oh0, j.oh1, j.dst, lo, hi) }
+
+// im2col fills dst (C*KH*KW, (oh1-oh0)*OW) from src (C, H, W) for output rows [oh0, oh1).
+func (s *convScratch) im2col(g *convGeom, src []float32, oh0, oh1 int, dst []float32) {
+	s.im = im2colJob{g: *g, src: src, dst: dst, oh0: oh0, oh1: oh1}
+	ParallelFor(g.rows(), max(1, parallelGrain/((oh1-oh0)*g.ow)), &s.im)
+}
+
+type col2imJob struct {
+	g        convGeom
+	src, dst []float32
+	oh0, oh1 int
+}
+
+func (j *col2imJob) Run(lo, hi int) { col2imChannels(&j.g, j.src, j.oh0, j.oh1, j.dst, lo, hi) }
+
+// col2im adds src (C*KH*KW, (oh1-oh0)*OW) into dst (C, H, W) for output rows [oh0, oh1).
+func (s *convScratch) col2im(g *convGeom, src []float32, oh0, oh1 int, dst []float32) {
+	s.ci = col2imJob{g: *g, src: src, dst: dst, oh0: oh0, oh1: oh1}
+	ParallelFor(g.c, max(1, parallelGrain/(g.kh*g.kw*(oh1-oh0)*g.ow)), &s.ci)
+}
+
+// biasJob adds a bias per channel (forward) or sums a gradient per channel (backward).
+type biasJob struct {
+	data     []float32 // (N, K, P)
+	b        []float32 // (K)
+	n, k, hw int
+	backward bool
+}
+
+func (j *biasJob) Run(lo, hi int) {
+	for k := lo; k < hi; k++ {
+		if j.backward {
+			// float64: a channel of a 256x256 batch sums ~1e5 terms.
+			var s float64
+			for n := 0; n < j.n; n++ {
+				var part float32
+				for i, v := range j.data[(n*j.k+k)*j.hw : (n*j.k+k+1)*j.hw] {
+					part += v
+					if i&255 == 255 {
+						s += float64(part)
+						part = 0
+					}
+				}
+				s += float64(part)
+			}
+			j.b[k] += float32(s)
+			continue
+		}
+		bk := j.b[k]
+		for n := 0; n < j.n; n++ {
+			row := j.data[(n*j.k+k)*j.hw : (n*j.k+k+1)*j.hw]
+			for i := range row {
+				row[i] += bk
+			}
+		}
+	}
+}
+
+// addBias adds b[k] to every element of channel k of y.
+// y: (N, K, P); b: (K)
+func (s *convScratch) addBias(y, b []float32, n, k, hw int) {
+	s.bias = biasJob{data: y, b: b, n: n, k: k, hw: hw}
+	ParallelFor(k, max(1, parallelGrain/(n*hw)), &s.bias)
+}
+
+// sumBias accumulates the sum of each channel of dy into db.
+// dy: (N, K, P); db: (K)
+func (s *convScratch) sumBias(db, dy []float32, n, k, hw int) {
+	s.bias = biasJob{data: dy, b: db, n: n, k: k, hw: hw, backward: true}
+	ParallelFor(k, max(1, parallelGrain/(n*hw)), &s.bias)
+}

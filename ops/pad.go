@@ -1,0 +1,103 @@
+package ops
+
+import "fmt"
+
+// ReflectionPad2d pads H and W by pad on each side with the mirror image of the border,
+// excluding the border itself, as torch.nn.ReflectionPad2d (pad < H and pad < W).
+// x: (N, C, H, W) -> (N, C, H+2*pad, W+2*pad)
+func ReflectionPad2d(tp *Tape, x *Tensor, pad int) *Tensor {
+	return pad2d(tp, x, pad, true)
+}
+
+// ZeroPad2d pads H and W by pad zeros on each side, as torch.nn.ZeroPad2d.
+// x: (N, C, H, W) -> (N, C, H+2*pad, W+2*pad)
+func ZeroPad2d(tp *Tape, x *Tensor, pad int) *Tensor {
+	return pad2d(tp, x, pad, false)
+}
+
+func pad2d(tp *Tape, x *Tensor, pad int, reflect bool) *Tensor {
+	n, c, h, w := x.NCHW()
+	if pad < 0 || reflect && (pad >= h || pad >= w) {
+		op, need := "ZeroPad2d", "0 <= pad"
+		if reflect {
+			op, need = "ReflectionPad2d", "0 <= pad < H, W"
+		}
+		panic(fmt.Sprintf("ops: %s: padding %d does not fit input %v (needs %s)", op, pad, x.Shape, need))
+	}
+	ph, pw := h+2*pad, w+2*pad
+	out := tp.alloc(n, c, ph, pw)
+	for p := 0; p < n*c; p++ {
+		src, dst := x.Data[p*h*w:(p+1)*h*w], out.Data[p*ph*pw:(p+1)*ph*pw]
+		for i := 0; i < ph; i++ {
+			row := dst[i*pw : (i+1)*pw]
+			si, ok := padIndex(i-pad, h, reflect)
+			if !ok {
+				clear(row)
+				continue
+			}
+			in := src[si*w : (si+1)*w]
+			copy(row[pad:pad+w], in)
+			for j := 0; j < pad; j++ {
+				if reflect {
+					row[j] = in[pad-j]
+					row[pad+w+j] = in[w-2-j]
+				} else {
+					row[j], row[pad+w+j] = 0, 0
+				}
+			}
+		}
+	}
+	if tp.needs(x) {
+		nd := tp.push(pad2dBackward, out, x)
+		nd.ints[0] = pad
+		if reflect {
+			nd.ints[1] = 1
+		}
+	}
+	return out
+}
+
+// padIndex maps a padded coordinate i-pad to the source coordinate, or reports a zero row.
+func padIndex(i, n int, reflect bool) (int, bool) {
+	switch {
+	case i < 0 && reflect:
+		return -i, true
+	case i >= n && reflect:
+		return 2*(n-1) - i, true
+	case i < 0 || i >= n:
+		return 0, false
+	}
+	return i, true
+}
+
+// pad2dBackward adds every padded element's gradient to the source element it copies, so a
+// border-adjacent element of a reflection pad collects up to four contributions.
+func pad2dBackward(nd *node) {
+	x := nd.in[0]
+	if !x.requiresGrad {
+		return
+	}
+	pad, reflect := nd.ints[0], nd.ints[1] == 1
+	n, c, h, w := x.NCHW()
+	ph, pw := h+2*pad, w+2*pad
+	dx, dy := x.grad(), nd.out.Grad
+	for p := 0; p < n*c; p++ {
+		src, dst := dy[p*ph*pw:(p+1)*ph*pw], dx[p*h*w:(p+1)*h*w]
+		for i := 0; i < ph; i++ {
+			si, ok := padIndex(i-pad, h, reflect)
+			if !ok {
+				continue
+			}
+			row, out := src[i*pw:(i+1)*pw], dst[si*w:(si+1)*w]
+			for j, v := range row[pad : pad+w] {
+				out[j] += v
+			}
+			if reflect {
+				for j := 0; j < pad; j++ {
+					out[pad-j] += 0
+					out[w-2-j] += row[pad+w+j]
+				}
+			}
+		}
+	}
+}

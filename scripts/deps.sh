@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what wkd's tests, demo and benchmarks need on Debian 12, skipping what is there:
+# PyTorch (the parity reference), numpy, the Fashion-MNIST dataset, and the Go modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1 || need+=(python3-torch python3-numpy)
+[ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "deps: installing ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v go >/dev/null; then
+  echo "deps: Go 1.26 or newer is required (https://go.dev/doc/install); it is not on PATH" >&2
+  exit 1
+fi
+go mod download

@@ -1,0 +1,318 @@
+package trainer
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"wkd/internal/safetensors"
+	"wkd/models"
+	"wkd/ops"
+	"wkd/sharding"
+)
+
+// Checkpoint metadata keys.
+const (
+	metaStep     = "wkd.step"
+	metaPosition = "wkd.position"
+	metaRNG      = "wkd.rng"
+	metaConfig   = "wkd.config"
+	metaSum      = "wkd.sha256"
+	ckptDir      = "ckpt"
+)
+
+// checkpointPath is where the checkpoint of a step lives.
+func (t *Trainer) checkpointPath(step int64) string {
+	return filepath.Join(t.cfg.Dir, ckptDir, fmt.Sprintf("step-%08d.safetensors", step))
+}
+
+// checkpoint writes the full training state: every network, both optimizers, the image pools,
+// the random stream, the data position and the configuration. The file is written to a
+// temporary name and renamed, and older checkpoints beyond KeepCheckpoints are removed only
+// after the new one is in place.
+func (t *Trainer) checkpoint() error {
+	tensors := map[string]safetensors.Tensor{}
+	for _, n := range t.nets() {
+		for _, p := range n.net.State() {
+			tensors[n.name+"/"+p.Name] = safetensors.Tensor{Shape: p.Shape, Data: p.Data}
+		}
+	}
+	for name, opt := range map[string]*ops.Adam{"optG": t.optG, "optD": t.optD} {
+		for k, v := range opt.State() {
+			tensors[name+"/"+k] = safetensors.Tensor{Shape: []int{len(v)}, Data: v}
+		}
+	}
+	for name, pool := range map[string]*ImagePool{"pool_A": t.poolA, "pool_B": t.poolB} {
+		if pool == nil {
+			continue
+		}
+		for i, img := range pool.images {
+			tensors[fmt.Sprintf("%s/%03d", name, i)] = safetensors.Tensor{Shape: pool.shape[:], Data: img}
+		}
+	}
+	pos, _ := json.Marshal(t.at)
+	cfg, _ := json.Marshal(t.cfg)
+	meta := map[string]string{
+		metaStep:     strconv.FormatInt(t.step, 10),
+		metaPosition: string(pos),
+		metaRNG:      base64.StdEncoding.EncodeToString(t.rng.State()),
+		metaConfig:   string(cfg),
+	}
+	meta[metaSum] = checksum(tensors, meta)
+	dir := filepath.Join(t.cfg.Dir, ckptDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := t.checkpointPath(t.step)
+	if err := safetensors.WriteFile(path, tensors, meta); err != nil {
+		return fmt.Errorf("writing checkpoint: %w", err)
+	}
+	t.lastCheckpointedStep = t.step
+	t.log.Info().Int64("step", t.step).Str("path", path).Msg("checkpoint")
+	all, err := listCheckpoints(t.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	for len(all) > t.cfg.KeepCheckpoints {
+		os.Remove(all[0])
+		all = all[1:]
+	}
+	return nil
+}
+
+// checksum hashes every tensor (name, shape, bits) and every metadata entry but the checksum
+// itself, in sorted order: any altered byte of a checkpoint changes it.
+func checksum(tensors map[string]safetensors.Tensor, meta map[string]string) string {
+	h := sha256.New()
+	var buf [8]byte
+	names := make([]string, 0, len(tensors))
+	for n := range tensors {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t := tensors[n]
+		h.Write([]byte(n))
+		for _, d := range t.Shape {
+			binary.LittleEndian.PutUint64(buf[:], uint64(d))
+			h.Write(buf[:])
+		}
+		b := make([]byte, 4*len(t.Data))
+		for i, v := range t.Data {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		}
+		h.Write(b)
+	}
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		if k != metaSum {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		h.Write([]byte(k + "=" + meta[k] + "\n"))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// listCheckpoints returns a run's checkpoint files, oldest first.
+func listCheckpoints(dir string) ([]string, error) {
+	all, err := filepath.Glob(filepath.Join(dir, ckptDir, "step-*.safetensors"))
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(all) // zero-padded step numbers sort in step order
+	return all, nil
+}
+
+// LatestCheckpoint returns the newest checkpoint of a run folder, or "" when there is none.
+func LatestCheckpoint(dir string) (string, error) {
+	all, err := listCheckpoints(dir)
+	if err != nil || len(all) == 0 {
+		return "", err
+	}
+	return all[len(all)-1], nil
+}
+
+// readCheckpoint loads and verifies a checkpoint file.
+func readCheckpoint(path string) (map[string]safetensors.Tensor, map[string]string, error) {
+	tensors, meta, err := safetensors.Read(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
+	want, ok := meta[metaSum]
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %s has no %s entry: not a wkd checkpoint", ErrCheckpoint, path, metaSum)
+	}
+	if got := checksum(tensors, meta); got != want {
+		return nil, nil, fmt.Errorf("%w: %s: checksum mismatch (file altered or damaged)", ErrCheckpoint, path)
+	}
+	return tensors, meta, nil
+}
+
+// Resume loads the training state from a checkpoint file, or from the newest checkpoint of
+// the run folder when path is "". Nothing is changed on error, and the error names the file
+// and, where the newest file is damaged, the previous one to resume from instead.
+func (t *Trainer) Resume(path string) error {
+	if path == "" {
+		all, err := listCheckpoints(t.cfg.Dir)
+		if err != nil {
+			return err
+		}
+		if len(all) == 0 {
+			return fmt.Errorf("%w: --resume: no checkpoint in %s", ErrCheckpoint, filepath.Join(t.cfg.Dir, ckptDir))
+		}
+		path = all[len(all)-1]
+		if err := t.resumeFrom(path); err != nil {
+			if len(all) > 1 {
+				return fmt.Errorf("%w\nthe previous checkpoint %s is kept: resume from it with --resume-from %s", err, all[len(all)-2], all[len(all)-2])
+			}
+			return err
+		}
+		return nil
+	}
+	return t.resumeFrom(path)
+}
+
+func (t *Trainer) resumeFrom(path string) error {
+	tensors, meta, err := readCheckpoint(path)
+	if err != nil {
+		return err
+	}
+	// Check everything before changing anything.
+	for _, n := range t.nets() {
+		for _, p := range n.net.State() {
+			src, ok := tensors[n.name+"/"+p.Name]
+			if !ok || len(src.Data) != len(p.Data) {
+				return fmt.Errorf("%w: %s lacks %s/%s %v: made for another model? (this run: %v)", ErrCheckpoint, path, n.name, p.Name, p.Shape, n.net.Spec())
+			}
+		}
+	}
+	step, err := strconv.ParseInt(meta[metaStep], 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: %s: step %q", ErrCheckpoint, path, meta[metaStep])
+	}
+	var at sharding.Position
+	if err := json.Unmarshal([]byte(meta[metaPosition]), &at); err != nil {
+		return fmt.Errorf("%w: %s: position: %v", ErrCheckpoint, path, err)
+	}
+	rngState, err := base64.StdEncoding.DecodeString(meta[metaRNG])
+	if err != nil {
+		return fmt.Errorf("%w: %s: rng: %v", ErrCheckpoint, path, err)
+	}
+	opt := map[string]map[string][]float32{"optG": {}, "optD": {}}
+	pools := map[string][]string{}
+	for name, v := range tensors {
+		prefix, rest, _ := strings.Cut(name, "/")
+		if o, ok := opt[prefix]; ok {
+			o[rest] = v.Data
+		}
+		if prefix == "pool_A" || prefix == "pool_B" {
+			pools[prefix] = append(pools[prefix], name)
+		}
+	}
+	if err := t.optG.SetState(opt["optG"]); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := t.optD.SetState(opt["optD"]); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := t.rng.SetState(rngState); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for _, n := range t.nets() {
+		for _, p := range n.net.State() {
+			copy(p.Data, tensors[n.name+"/"+p.Name].Data)
+		}
+	}
+	for name, pool := range map[string]*ImagePool{"pool_A": t.poolA, "pool_B": t.poolB} {
+		if pool == nil {
+			continue
+		}
+		names := pools[name]
+		slices.Sort(names)
+		pool.images = pool.images[:0]
+		for _, n := range names {
+			v := tensors[n]
+			pool.images = append(pool.images, v.Data)
+			copy(pool.shape[:], v.Shape)
+		}
+	}
+	t.step, t.at, t.lastCheckpointedStep = step, at, step
+	t.log.Info().Str("path", path).Int64("step", step).Int("epoch", at.Epoch).Int("pos", at.Pos).Msg("resumed")
+	return nil
+}
+
+// loadTeachers reads the frozen teacher generator(s) named by cfg.Teacher: a run folder (its
+// config.json gives the architecture, G.safetensors or G_A/G_B.safetensors the weights), or a
+// weights file whose architecture cfg.TeacherG gives.
+func (t *Trainer) loadTeachers() error {
+	path := t.cfg.Teacher
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("--teacher: %w", err)
+	}
+	spec := t.cfg.TeacherG
+	files := map[string]string{}
+	if st.IsDir() {
+		tc, err := LoadConfig(path)
+		if err != nil {
+			return fmt.Errorf("--teacher %s: not a wkd run folder: %w", path, err)
+		}
+		if tc.Task != t.cfg.Task {
+			return fmt.Errorf("%w: --teacher %s was trained for %s, this run is %s", ErrConfig, path, tc.Task, t.cfg.Task)
+		}
+		if spec.Kind == 0 {
+			spec = tc.G
+		}
+		if t.cfg.Task == CycleGAN {
+			files["G_A"], files["G_B"] = filepath.Join(path, "G_A.safetensors"), filepath.Join(path, "G_B.safetensors")
+		} else {
+			files["G"] = filepath.Join(path, "G.safetensors")
+		}
+	} else {
+		if spec.Kind == 0 {
+			return fmt.Errorf("%w: --teacher %s is a weights file: give its architecture with --teacher-netG and --teacher-ngf", ErrConfig, path)
+		}
+		if t.cfg.Task == CycleGAN {
+			return fmt.Errorf("%w: --teacher for cyclegan must be a run folder holding G_A and G_B", ErrConfig)
+		}
+		files["G"] = path
+	}
+	t.cfg.TeacherG = spec
+	load := func(s models.Spec, file string) (models.Module, error) {
+		m, err := models.Build(s)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := models.Load(file, m); err != nil {
+			return nil, fmt.Errorf("--teacher: %w", err)
+		}
+		for _, p := range m.Params() {
+			p.DropGrad()
+		}
+		return m, nil
+	}
+	if t.cfg.Task == CycleGAN {
+		if t.teacherA, err = load(spec, files["G_A"]); err != nil {
+			return err
+		}
+		specB := spec
+		specB.InputNC, specB.OutputNC = spec.OutputNC, spec.InputNC
+		t.teacherB, err = load(specB, files["G_B"])
+		return err
+	}
+	t.teacherA, err = load(spec, files["G"])
+	return err
+}

@@ -1,0 +1,337 @@
+package trainer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"wkd/models"
+)
+
+// Errors of this package.
+var (
+	ErrConfig     = errors.New("trainer: bad configuration")
+	ErrCheckpoint = errors.New("trainer: bad checkpoint")
+	ErrDiverged   = errors.New("trainer: loss is not finite")
+)
+
+// Task is the image-to-image problem being trained.
+type Task string
+
+// The tasks.
+const (
+	Pix2Pix  Task = "pix2pix"
+	CycleGAN Task = "cyclegan"
+)
+
+// Config is one training or distillation run. Presets: DefaultPix2Pix, DefaultCycleGAN.
+type Config struct {
+	// Task is pix2pix (paired A->B) or cyclegan (unpaired A<->B).
+	Task Task `json:"task"`
+	// Data is the dataset folder (aligned: train/ test/; unaligned: trainA/ trainB/ ...).
+	Data string `json:"data"`
+	// Dir is the run folder: config, log, checkpoints and final weights.
+	Dir string `json:"dir"`
+
+	// G is the generator (the student when distilling), D the discriminator.
+	G models.Spec `json:"-"`
+	D models.Spec `json:"-"`
+
+	// GANMode: vanilla (pix2pix) or lsgan (CycleGAN).
+	GANMode GANMode `json:"gan_mode"`
+	// LambdaL1 weighs pix2pix's L1 to the target (100).
+	LambdaL1 float32 `json:"lambda_l1"`
+	// LambdaA and LambdaB weigh CycleGAN's cycle losses (10); LambdaIdentity scales the
+	// identity loss relative to them (0.5).
+	LambdaA        float32 `json:"lambda_A"`
+	LambdaB        float32 `json:"lambda_B"`
+	LambdaIdentity float32 `json:"lambda_identity"`
+	// PoolSize is CycleGAN's image history (50); 0 turns it off.
+	PoolSize int `json:"pool_size"`
+
+	// LR, Beta1: Adam's learning rate (2e-4) and first moment decay (0.5).
+	LR    float32 `json:"lr"`
+	Beta1 float32 `json:"beta1"`
+	// Epochs at the initial rate, then EpochsDecay with the rate falling linearly to 0.
+	Epochs      int `json:"n_epochs"`
+	EpochsDecay int `json:"n_epochs_decay"`
+	// BatchSize is the global batch: summed over all nodes of a cluster.
+	BatchSize int `json:"batch_size"`
+	// Seed fixes initialization, data order, augmentation, dropout and the image pool.
+	Seed uint64 `json:"seed"`
+	// LoadSize and CropSize: images are resized to LoadSize then randomly cropped to
+	// CropSize (train only). NoFlip turns off random horizontal flips.
+	LoadSize int  `json:"load_size"`
+	CropSize int  `json:"crop_size"`
+	NoFlip   bool `json:"no_flip"`
+	// MaxSamples limits the training set (0: all).
+	MaxSamples int `json:"max_dataset_size"`
+
+	// CheckpointEvery writes a checkpoint every this many steps (and always at the end).
+	CheckpointEvery int `json:"checkpoint_every"`
+	// KeepCheckpoints is how many recent checkpoints are kept (at least 1).
+	KeepCheckpoints int `json:"keep_checkpoints"`
+	// LogEvery logs losses every this many steps.
+	LogEvery int `json:"log_every"`
+	// MaxSteps stops the run after this many steps in all (0: run every epoch); for tests and
+	// for interrupting a run at a known point.
+	MaxSteps int `json:"max_steps"`
+
+	// Teacher, when set, makes this a distillation: a checkpoint or weights file of the
+	// teacher generator(s), frozen.
+	Teacher string `json:"teacher,omitempty"`
+	// TeacherG is the teacher's architecture (read from its run's config.json when empty).
+	TeacherG models.Spec `json:"-"`
+	// KD: wavelet (WKD), pixel, or none (a student trained alone, same recipe).
+	KD KD `json:"kd,omitempty"`
+	// Alpha weighs the KD term against the task loss. With pix2pix's L1 at lambda 100, WKD
+	// needs alpha in the tens to hundreds to matter; the log reports the KD share of the
+	// generator loss to help set it.
+	Alpha float32 `json:"alpha,omitempty"`
+	// Levels of the Haar DWT (3).
+	Levels int `json:"levels,omitempty"`
+	// KDLoss: l1 (the paper) or mse (the authors' code).
+	KDLoss Dist `json:"kd_loss,omitempty"`
+
+	// Threads for the kernels (0: all cores).
+	Threads int `json:"threads"`
+}
+
+// specJSON is how a models.Spec is stored in config.json: flag names, readable by people.
+type specJSON struct {
+	Kind     string `json:"kind"`
+	InputNC  int    `json:"input_nc"`
+	OutputNC int    `json:"output_nc,omitempty"`
+	NGF      int    `json:"ngf,omitempty"`
+	NDF      int    `json:"ndf,omitempty"`
+	Norm     string `json:"norm"`
+	Dropout  bool   `json:"dropout"`
+	NBlocks  int    `json:"n_blocks,omitempty"`
+	NumDowns int    `json:"num_downs,omitempty"`
+	NLayers  int    `json:"n_layers,omitempty"`
+}
+
+func toSpecJSON(s models.Spec) *specJSON {
+	if s.Kind == 0 {
+		return nil
+	}
+	return &specJSON{Kind: s.Kind.String(), InputNC: s.InputNC, OutputNC: s.OutputNC, NGF: s.NGF, NDF: s.NDF,
+		Norm: s.Norm.String(), Dropout: s.Dropout, NBlocks: s.NBlocks, NumDowns: s.NumDowns, NLayers: s.NLayers}
+}
+
+func (j *specJSON) spec() (models.Spec, error) {
+	if j == nil {
+		return models.Spec{}, nil
+	}
+	k, err := models.ParseKind(j.Kind)
+	if err != nil {
+		return models.Spec{}, err
+	}
+	n, err := models.ParseNorm(j.Norm)
+	if err != nil {
+		return models.Spec{}, err
+	}
+	return models.Spec{Kind: k, InputNC: j.InputNC, OutputNC: j.OutputNC, NGF: j.NGF, NDF: j.NDF, Norm: n,
+		Dropout: j.Dropout, NBlocks: j.NBlocks, NumDowns: j.NumDowns, NLayers: j.NLayers}, nil
+}
+
+// MarshalJSON writes the configuration with network specs by their flag names.
+func (c Config) MarshalJSON() ([]byte, error) {
+	type plain Config
+	return json.Marshal(struct {
+		plain
+		G        *specJSON `json:"netG"`
+		D        *specJSON `json:"netD"`
+		TeacherG *specJSON `json:"teacher_netG,omitempty"`
+	}{plain(c), toSpecJSON(c.G), toSpecJSON(c.D), toSpecJSON(c.TeacherG)})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	type plain Config
+	var v struct {
+		plain
+		G        *specJSON `json:"netG"`
+		D        *specJSON `json:"netD"`
+		TeacherG *specJSON `json:"teacher_netG,omitempty"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*c = Config(v.plain)
+	var err error
+	if c.G, err = v.G.spec(); err != nil {
+		return err
+	}
+	if c.D, err = v.D.spec(); err != nil {
+		return err
+	}
+	c.TeacherG, err = v.TeacherG.spec()
+	return err
+}
+
+func base() Config {
+	return Config{LR: 2e-4, Beta1: 0.5, Epochs: 100, EpochsDecay: 100, BatchSize: 1, Seed: 1,
+		LoadSize: 286, CropSize: 256, CheckpointEvery: 500, KeepCheckpoints: 2, LogEvery: 50,
+		KD: KDNone, Alpha: 0, Levels: 3, KDLoss: L1}
+}
+
+// DefaultPix2Pix is the reference's pix2pix recipe: U-Net 256 with batch norm and dropout,
+// 70x70 PatchGAN, vanilla GAN, L1 lambda 100, no pool.
+func DefaultPix2Pix() Config {
+	c := base()
+	c.Task = Pix2Pix
+	c.G = models.Spec{Kind: models.UNet256, InputNC: 3, OutputNC: 3, NGF: 64, Norm: models.Batch, Dropout: true}
+	c.D = models.Spec{Kind: models.PatchGAN, InputNC: 6, NDF: 64, Norm: models.Batch}
+	c.GANMode = Vanilla
+	c.LambdaL1 = 100
+	return c
+}
+
+// DefaultCycleGAN is the reference's CycleGAN recipe: ResNet-9 with instance norm, PatchGAN,
+// LSGAN, cycle lambda 10, identity 0.5, pool 50.
+func DefaultCycleGAN() Config {
+	c := base()
+	c.Task = CycleGAN
+	c.G = models.Spec{Kind: models.ResNet9Blocks, InputNC: 3, OutputNC: 3, NGF: 64, Norm: models.Instance}
+	c.D = models.Spec{Kind: models.PatchGAN, InputNC: 3, NDF: 64, Norm: models.Instance}
+	c.GANMode = LSGAN
+	c.LambdaA, c.LambdaB, c.LambdaIdentity = 10, 10, 0.5
+	c.PoolSize = 50
+	return c
+}
+
+// Distilling reports whether the run has a teacher.
+func (c Config) Distilling() bool { return c.Teacher != "" }
+
+// Validate says what is wrong, naming the flag.
+func (c Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
+	}
+	switch c.Task {
+	case Pix2Pix, CycleGAN:
+	default:
+		return bad("--model %q: use pix2pix or cyclegan", c.Task)
+	}
+	if c.Data == "" {
+		return bad("--data: the dataset folder is required (make one with 'wkd data')")
+	}
+	if c.Dir == "" {
+		return bad("--out: the run folder is required")
+	}
+	if err := c.G.Validate(); err != nil {
+		return bad("generator: %v", err)
+	}
+	if !c.G.Kind.IsGenerator() {
+		return bad("--netG %v is a discriminator", c.G.Kind)
+	}
+	if err := c.D.Validate(); err != nil {
+		return bad("discriminator: %v", err)
+	}
+	if c.D.Kind.IsGenerator() {
+		return bad("--netD %v is a generator", c.D.Kind)
+	}
+	switch c.GANMode {
+	case Vanilla, LSGAN:
+	default:
+		return bad("--gan-mode %q: use vanilla or lsgan", c.GANMode)
+	}
+	if c.LR <= 0 || c.Beta1 < 0 || c.Beta1 >= 1 {
+		return bad("--lr %g must be > 0 and --beta1 %g in [0, 1)", c.LR, c.Beta1)
+	}
+	if c.Epochs < 0 || c.EpochsDecay < 0 || c.Epochs+c.EpochsDecay == 0 {
+		return bad("--epochs %d and --epochs-decay %d: need at least one epoch in all", c.Epochs, c.EpochsDecay)
+	}
+	if c.BatchSize < 1 {
+		return bad("--batch-size %d: must be at least 1", c.BatchSize)
+	}
+	if c.CropSize < 4 || c.LoadSize < c.CropSize {
+		return bad("--crop-size %d and --load-size %d: need 4 <= crop <= load", c.CropSize, c.LoadSize)
+	}
+	if c.CheckpointEvery < 1 || c.KeepCheckpoints < 1 || c.LogEvery < 1 {
+		return bad("--checkpoint-every, --keep-checkpoints and --log-every must be at least 1")
+	}
+	if c.PoolSize < 0 {
+		return bad("--pool-size %d: must be 0 or more", c.PoolSize)
+	}
+	switch c.KD {
+	case KDWavelet, KDPixel, KDNone, "":
+	default:
+		return bad("--kd %q: use wavelet, pixel or none", c.KD)
+	}
+	if c.Distilling() {
+		if c.Alpha < 0 {
+			return bad("--alpha %g: must be 0 or more", c.Alpha)
+		}
+		if c.Levels < 1 || c.Levels > 8 {
+			return bad("--levels %d: use 1 to 8 (3 in the paper)", c.Levels)
+		}
+		if c.KDLoss != L1 && c.KDLoss != MSE {
+			return bad("--kd-loss %q: use l1 or mse", c.KDLoss)
+		}
+		if c.KD == KDWavelet && c.CropSize%(1<<c.Levels) != 0 {
+			return bad("--crop-size %d is not divisible by 2^levels = %d; the Haar bands would be padded", c.CropSize, 1<<c.Levels)
+		}
+		if c.TeacherG.Kind != 0 {
+			if err := c.TeacherG.Validate(); err != nil {
+				return bad("teacher: %v", err)
+			}
+		}
+	} else if c.KD != KDNone && c.KD != "" {
+		return bad("--kd %s needs --teacher", c.KD)
+	}
+	if c.Task == CycleGAN && (c.G.InputNC != c.G.OutputNC) && c.LambdaIdentity > 0 {
+		return bad("identity loss (--lambda-identity %g) needs input and output channels equal (%d vs %d)", c.LambdaIdentity, c.G.InputNC, c.G.OutputNC)
+	}
+	return nil
+}
+
+// Save writes the resolved configuration into the run folder as config.json.
+func (c Config) Save() error {
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(c.Dir, "config.json"), append(b, '\n'))
+}
+
+// LoadConfig reads a run folder's config.json.
+func LoadConfig(dir string) (Config, error) {
+	p := filepath.Join(dir, "config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return Config{}, err
+	}
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", p, err)
+	}
+	return c, nil
+}
+
+// writeFileAtomic writes via a temporary file in the same folder and a rename.
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

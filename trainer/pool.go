@@ -1,0 +1,47 @@
+package trainer
+
+import "wkd/ops"
+
+// ImagePool is the reference's history of generated images (Shrivastava et al.): once full,
+// each query returns, with probability one half, an older fake in place of the new one (which
+// takes its place), so the discriminator also sees the generator's past.
+type ImagePool struct {
+	size   int
+	images [][]float32 // each one image (C, H, W)
+	shape  [3]int
+}
+
+// NewImagePool returns an empty pool of the given capacity; 0 disables it.
+func NewImagePool(size int) *ImagePool { return &ImagePool{size: size} }
+
+// Query returns the batch the discriminator sees in place of fake: (N, C, H, W). The returned
+// tensor is drawn from the tape's arena and carries no gradient.
+func (p *ImagePool) Query(tp *ops.Tape, fake *ops.Tensor, rng *ops.RNG) *ops.Tensor {
+	if p.size == 0 {
+		return tp.Detach(fake)
+	}
+	n, c, h, w := fake.NCHW()
+	per := c * h * w
+	out := tp.Alloc(n, c, h, w)
+	p.shape = [3]int{c, h, w}
+	for i := range n {
+		img := fake.Data[i*per : (i+1)*per]
+		dst := out.Data[i*per : (i+1)*per]
+		if len(p.images) < p.size {
+			p.images = append(p.images, append([]float32(nil), img...))
+			copy(dst, img)
+			continue
+		}
+		if rng.Float32() > 0.5 {
+			k := rng.IntN(p.size)
+			copy(dst, p.images[k])
+			copy(p.images[k], img)
+		} else {
+			copy(dst, img)
+		}
+	}
+	return out
+}
+
+// Len is the number of images held.
+func (p *ImagePool) Len() int { return len(p.images) }

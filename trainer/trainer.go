@@ -1,0 +1,385 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"wkd/data"
+	"wkd/models"
+	"wkd/ops"
+	"wkd/sharding"
+)
+
+// GradSync averages gradients across data-parallel replicas; nil means one process.
+type GradSync interface {
+	// Average replaces every tensor's Grad with its mean over the replicas, identically on
+	// all of them. An error abandons the step (the cluster changed under it).
+	Average(params []*ops.Tensor) error
+}
+
+// World is where this replica stands in a data-parallel run.
+type World struct {
+	Rank, Size int
+	Sync       GradSync
+}
+
+// Loss is one named, logged loss value.
+type Loss struct {
+	Name  string
+	Value float64
+}
+
+// StepReport is what a step reports to its observer: losses in a fixed order, the KD term's
+// share of the generator loss, and timing.
+type StepReport struct {
+	Step     int64
+	Epoch    int
+	Losses   []Loss
+	KDShare  float64
+	Images   int
+	Duration time.Duration
+	SyncTime time.Duration
+}
+
+// Trainer runs one Config.
+type Trainer struct {
+	cfg   Config
+	log   zerolog.Logger
+	world World
+
+	// Pix2pix uses gA (G), dA (D) and teacherA. CycleGAN: G_A, G_B, D_A, D_B; teachers for both.
+	gA, gB, dA, dB       models.Module
+	teacherA, teacherB   models.Module
+	optG, optD           *ops.Adam
+	gParams, dParams     []*ops.Tensor
+	tape                 *ops.Tape
+	rng                  *ops.RNG // dropout and the image pool draw from it
+	poolA, poolB         *ImagePool
+	plan                 *sharding.Plan
+	train                *data.Dataset
+	loader               *data.Loader
+	realA, realB         *ops.Tensor
+	at                   sharding.Position // the next step's position
+	step                 int64             // steps completed
+	start                time.Time
+	observer             func(StepReport)
+	progress             *progress
+	logFile              *os.File
+	lastCheckpointedStep int64
+	logFields            map[string]any
+}
+
+// Close releases the run's log file.
+func (t *Trainer) Close() error { return t.logFile.Close() }
+
+// Option configures a Trainer.
+type Option func(*Trainer)
+
+// WithWorld makes the trainer one replica of a data-parallel run. Defaults to a world of one.
+func WithWorld(w World) Option { return func(t *Trainer) { t.world = w } }
+
+// WithObserver receives every step's report (metrics export). It runs on the training
+// goroutine and must not block.
+func WithObserver(f func(StepReport)) Option { return func(t *Trainer) { t.observer = f } }
+
+// WithLogFields adds fields to every log line (node, rank, generation in a cluster).
+func WithLogFields(f map[string]any) Option { return func(t *Trainer) { t.logFields = f } }
+
+// WithProgress draws a progress bar on w (a terminal). Defaults to none.
+func WithProgress(w io.Writer) Option { return func(t *Trainer) { t.progress = newProgress(w) } }
+
+// New builds the networks, the data pipeline and the optimizers of cfg. With resume, it
+// continues from the newest intact checkpoint of cfg.Dir (or the file resumeFrom names).
+//
+// Log lines go to logOut (a zerolog.ConsoleWriter on a terminal, or JSON) and, as JSON, to
+// log.jsonl in the run folder, which `wkd eval` reads for loss curves.
+func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
+	if cfg.KD == "" {
+		cfg.KD = KDNone
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t := &Trainer{cfg: cfg, world: World{Rank: 0, Size: 1}, tape: ops.NewTape(), start: time.Now()}
+	for _, o := range opts {
+		o(t)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(cfg.Dir, "log.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	t.logFile = f
+	if logOut == nil {
+		logOut = io.Discard
+	}
+	t.log = zerolog.New(zerolog.MultiLevelWriter(logOut, f)).With().Timestamp().Fields(t.logFields).Logger()
+	if cfg.Threads > 0 {
+		ops.SetThreads(cfg.Threads)
+	}
+	initRNG := ops.NewRNG(cfg.Seed)
+	t.rng = ops.NewRNG(cfg.Seed ^ 0x9e3779b97f4a7c15)
+	build := func(s models.Spec) (models.Module, error) {
+		m, err := models.Build(s)
+		if err != nil {
+			return nil, err
+		}
+		models.Init(m, initRNG)
+		m.SetRNG(t.rng)
+		return m, nil
+	}
+	if t.gA, err = build(cfg.G); err != nil {
+		return nil, err
+	}
+	if t.dA, err = build(cfg.D); err != nil {
+		return nil, err
+	}
+	t.gParams, t.dParams = t.gA.Params(), t.dA.Params()
+	if cfg.Task == CycleGAN {
+		gbSpec := cfg.G
+		gbSpec.InputNC, gbSpec.OutputNC = cfg.G.OutputNC, cfg.G.InputNC
+		if t.gB, err = build(gbSpec); err != nil {
+			return nil, err
+		}
+		dbSpec := cfg.D
+		dbSpec.InputNC = cfg.G.InputNC
+		if t.dB, err = build(dbSpec); err != nil {
+			return nil, err
+		}
+		t.gParams = append(append([]*ops.Tensor(nil), t.gParams...), t.gB.Params()...)
+		t.dParams = append(append([]*ops.Tensor(nil), t.dParams...), t.dB.Params()...)
+		t.poolA, t.poolB = NewImagePool(cfg.PoolSize), NewImagePool(cfg.PoolSize)
+	}
+	if cfg.Distilling() {
+		if err := t.loadTeachers(); err != nil {
+			return nil, err
+		}
+	}
+	adam := ops.AdamConfig{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: 0.999, Eps: 1e-8}
+	t.optG = ops.NewAdam([]ops.ParamGroup{{Params: t.gParams}}, adam)
+	t.optD = ops.NewAdam([]ops.ParamGroup{{Params: t.dParams}}, adam)
+
+	dcfg := data.DefaultPix2PixConfig(cfg.Data)
+	if cfg.Task == CycleGAN {
+		dcfg = data.DefaultCycleGANConfig(cfg.Data)
+	}
+	dcfg.InputNC, dcfg.OutputNC = cfg.G.InputNC, cfg.G.OutputNC
+	dcfg.LoadSize, dcfg.CropSize, dcfg.NoFlip, dcfg.MaxDatasetSize = cfg.LoadSize, cfg.CropSize, cfg.NoFlip, cfg.MaxSamples
+	if t.train, err = data.Open(dcfg); err != nil {
+		return nil, err
+	}
+	if t.loader, err = data.NewLoader(t.train, data.LoaderConfig{Seed: cfg.Seed}); err != nil {
+		return nil, err
+	}
+	if t.plan, err = sharding.New(sharding.Config{Samples: t.train.Len(), Seed: cfg.Seed}); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Config is the run's resolved configuration.
+func (t *Trainer) Config() Config { return t.cfg }
+
+// Step is the number of completed steps.
+func (t *Trainer) Step() int64 { return t.step }
+
+// Generators returns the trained generators by checkpoint name ("G", or "G_A" and "G_B").
+func (t *Trainer) Generators() map[string]models.Module {
+	if t.cfg.Task == CycleGAN {
+		return map[string]models.Module{"G_A": t.gA, "G_B": t.gB}
+	}
+	return map[string]models.Module{"G": t.gA}
+}
+
+// nets names every trained network, as checkpoints store them.
+func (t *Trainer) nets() []namedNet {
+	if t.cfg.Task == CycleGAN {
+		return []namedNet{{"G_A", t.gA}, {"G_B", t.gB}, {"D_A", t.dA}, {"D_B", t.dB}}
+	}
+	return []namedNet{{"G", t.gA}, {"D", t.dA}}
+}
+
+type namedNet struct {
+	name string
+	net  models.Module
+}
+
+// totalEpochs is the run's length.
+func (t *Trainer) totalEpochs() int { return t.cfg.Epochs + t.cfg.EpochsDecay }
+
+// Run trains until the last epoch (or MaxSteps), writing checkpoints and logs into the run
+// folder, and the final generators. It stops early, after a checkpoint, when ctx is done.
+func (t *Trainer) Run(ctx context.Context) error {
+	if t.world.Rank == 0 {
+		if err := t.cfg.Save(); err != nil {
+			return err
+		}
+	}
+	stepsPerEpoch := t.plan.Steps(t.cfg.BatchSize)
+	total := int64(stepsPerEpoch * t.totalEpochs())
+	if t.cfg.MaxSteps > 0 {
+		total = min(total, int64(t.cfg.MaxSteps))
+	}
+	t.log.Info().Str("task", string(t.cfg.Task)).Str("G", t.cfg.G.String()).Str("D", t.cfg.D.String()).
+		Int64("G_params", models.CountParams(t.gA)).Int("samples", t.train.Len()).Int("steps_per_epoch", stepsPerEpoch).
+		Int64("total_steps", total).Str("kd", string(t.cfg.KD)).Float32("alpha", t.cfg.Alpha).Msg("training")
+	if t.progress != nil {
+		t.progress.start(total, t.step)
+		defer t.progress.finish()
+	}
+	for t.at.Epoch < t.totalEpochs() && (t.cfg.MaxSteps == 0 || t.step < int64(t.cfg.MaxSteps)) {
+		factor := lrFactor(t.at.Epoch, t.cfg.Epochs, t.cfg.EpochsDecay)
+		t.optG.SetLR(t.cfg.LR * factor)
+		t.optD.SetLR(t.cfg.LR * factor)
+		if err := t.runEpoch(ctx); err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				t.log.Warn().Int64("step", t.step).Msg("interrupted: writing a checkpoint")
+				if cerr := t.checkpoint(); cerr != nil {
+					return errors.Join(err, cerr)
+				}
+			}
+			return err
+		}
+	}
+	if t.world.Rank != 0 {
+		return nil
+	}
+	if t.lastCheckpointedStep != t.step {
+		if err := t.checkpoint(); err != nil {
+			return err
+		}
+	}
+	for name, g := range t.Generators() {
+		p := filepath.Join(t.cfg.Dir, name+".safetensors")
+		if err := models.Save(p, g, map[string]string{"wkd.step": fmt.Sprint(t.step)}); err != nil {
+			return err
+		}
+		t.log.Info().Str("path", p).Msg("saved generator")
+	}
+	return nil
+}
+
+// runEpoch trains from t.at to the end of its epoch.
+func (t *Trainer) runEpoch(ctx context.Context) error {
+	shards := t.plan.Shards(t.at, t.world.Rank, t.world.Size, t.cfg.BatchSize)
+	if t.cfg.MaxSteps > 0 {
+		left := int64(t.cfg.MaxSteps) - t.step
+		if int64(len(shards)) > left {
+			shards = shards[:left]
+		}
+	}
+	batches := t.loader.EpochBatches(ctx, t.at.Epoch, shards)
+	defer batches.Close()
+	for range shards {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b, err := batches.Next()
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		rep, err := t.trainStep(b)
+		if err != nil {
+			return err
+		}
+		t.step++
+		t.at = t.plan.Next(t.at, t.cfg.BatchSize)
+		rep.Step, rep.Duration, rep.Images = t.step, time.Since(t0), t.cfg.BatchSize
+		t.report(rep)
+		if t.step%int64(t.cfg.CheckpointEvery) == 0 && t.world.Rank == 0 {
+			if err := t.checkpoint(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// trainStep runs one optimization step of the task on batch b.
+func (t *Trainer) trainStep(b *data.Batch) (StepReport, error) {
+	t.realA = fillTensor(t.realA, b.A, b.AShape)
+	t.realB = fillTensor(t.realB, b.B, b.BShape)
+	t.tape.Reset()
+	var rep StepReport
+	var err error
+	if t.cfg.Task == CycleGAN {
+		rep, err = t.cycleGANStep()
+	} else {
+		rep, err = t.pix2pixStep()
+	}
+	rep.Epoch = t.at.Epoch
+	for _, l := range rep.Losses {
+		if math.IsNaN(l.Value) || math.IsInf(l.Value, 0) {
+			return rep, fmt.Errorf("%w: %s = %v at step %d; lower --lr or --alpha, or resume from the last checkpoint", ErrDiverged, l.Name, l.Value, t.step+1)
+		}
+	}
+	return rep, err
+}
+
+// fillTensor copies a batch into a persistent input tensor, reallocating only on a new shape.
+func fillTensor(dst *ops.Tensor, src []float32, shape [4]int) *ops.Tensor {
+	if dst == nil || len(dst.Data) != len(src) || dst.Shape[0] != shape[0] || dst.Shape[1] != shape[1] || dst.Shape[2] != shape[2] {
+		dst = ops.New(shape[0], shape[1], shape[2], shape[3])
+	}
+	copy(dst.Data, src)
+	return dst
+}
+
+// syncGrads averages params' gradients over the world and times it.
+func (t *Trainer) syncGrads(params []*ops.Tensor, rep *StepReport) error {
+	if t.world.Sync == nil {
+		return nil
+	}
+	t0 := time.Now()
+	err := t.world.Sync.Average(params)
+	rep.SyncTime += time.Since(t0)
+	return err
+}
+
+// teacherOutput runs a frozen teacher with recording off: no tape memory, no gradient.
+func (t *Trainer) teacherOutput(teacher models.Module, x *ops.Tensor) *ops.Tensor {
+	was := t.tape.SetNoGrad(true)
+	defer t.tape.SetNoGrad(was)
+	return teacher.Forward(t.tape, x, false)
+}
+
+func setRequiresGrad(params []*ops.Tensor, on bool) {
+	for _, p := range params {
+		p.SetRequiresGrad(on)
+	}
+}
+
+func value(t *ops.Tensor) float64 { return float64(t.Data[0]) }
+
+func (t *Trainer) report(rep StepReport) {
+	if t.observer != nil {
+		t.observer(rep)
+	}
+	if t.progress != nil {
+		t.progress.update(rep)
+	}
+	if t.step%int64(t.cfg.LogEvery) != 0 && t.step != 1 {
+		return
+	}
+	ev := t.log.Info().Int64("step", t.step).Int("epoch", rep.Epoch).Int("rank", t.world.Rank)
+	for _, l := range rep.Losses {
+		ev = ev.Float64(l.Name, l.Value)
+	}
+	if t.cfg.Distilling() && t.cfg.KD != KDNone {
+		ev = ev.Float64("kd_share", rep.KDShare)
+	}
+	ev.Float64("img_per_s", float64(rep.Images)/rep.Duration.Seconds()).
+		Float64("sync_ms", float64(rep.SyncTime.Microseconds())/1e3).
+		Float64("lr", float64(t.optG.GroupLR(0))).Msg("step")
+}
