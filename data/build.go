@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 )
 
@@ -95,9 +96,9 @@ type BuildResult struct {
 }
 
 type marker struct {
-	Version int         `json:"version"`
-	Config  BuildConfig `json:"config"`
-	Counts  map[string]int
+	Version int            `json:"version"`
+	Config  BuildConfig    `json:"config"`
+	Counts  map[string]int `json:"counts"`
 }
 
 const markerVersion = 1
@@ -113,17 +114,15 @@ func Build(cfg BuildConfig) (BuildResult, error) {
 	res := BuildResult{Dir: dir}
 	replace := false
 	if _, err := os.Stat(dir); err == nil {
-		raw, rerr := os.ReadFile(filepath.Join(dir, MarkerFile))
-		var m marker
-		if rerr == nil && json.Unmarshal(raw, &m) == nil && m.Version == markerVersion &&
-			reflect.DeepEqual(m.Config, cfg.comparable()) {
+		m, ok := cfg.builtIn(dir)
+		if ok {
 			res.Skipped, res.Counts = true, m.Counts
 			return res, nil
 		}
 		if !cfg.Force {
-			why := "it has no " + MarkerFile
-			if rerr == nil {
-				why = "it was built with other flags (" + string(raw) + ")"
+			why := "it has no readable " + MarkerFile
+			if m.Version != 0 {
+				why = "it was built with other flags: " + flagDiff(m.Config, cfg.comparable())
 			}
 			return res, fmt.Errorf("%w: %s: %s; delete it, choose another --out, or pass --force", ErrDatasetExists, dir, why)
 		}
@@ -211,14 +210,51 @@ func Build(cfg BuildConfig) (BuildResult, error) {
 		defer os.RemoveAll(old)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
+		if m, ok := cfg.builtIn(dir); ok { // a concurrent run with the same flags finished first
+			res.Skipped, res.Counts = true, m.Counts
+			return res, nil
+		}
 		return res, fmt.Errorf("data: move the new dataset into place: %w", err)
 	}
 	return res, nil
 }
 
+// builtIn reports whether dir holds a complete dataset built with cfg's flags.
+func (c BuildConfig) builtIn(dir string) (marker, bool) {
+	var m marker
+	raw, err := os.ReadFile(filepath.Join(dir, MarkerFile))
+	if err != nil || json.Unmarshal(raw, &m) != nil {
+		return m, false
+	}
+	return m, m.Version == markerVersion && reflect.DeepEqual(m.Config, c.comparable())
+}
+
 // comparable is the part of the config the marker records and compares.
 func (c BuildConfig) comparable() BuildConfig {
 	return BuildConfig{Name: c.Name, Size: c.Size, Channels: c.Channels, Train: c.Train, Val: c.Val, Test: c.Test, Edges: c.Edges}
+}
+
+// flagDiff lists the flags that differ between the marker's config and the requested one.
+func flagDiff(was, now BuildConfig) string {
+	var d []string
+	add := func(flag string, a, b any) {
+		if a != b {
+			d = append(d, fmt.Sprintf("--%s %v (now %v)", flag, a, b))
+		}
+	}
+	add("name", was.Name, now.Name)
+	add("size", was.Size, now.Size)
+	add("channels", was.Channels, now.Channels)
+	add("train", was.Train, now.Train)
+	add("val", was.Val, now.Val)
+	add("test", was.Test, now.Test)
+	add("edge-sigma", was.Edges.Sigma, now.Edges.Sigma)
+	add("edge-high", was.Edges.High, now.Edges.High)
+	add("edge-low", was.Edges.Low, now.Edges.Low)
+	if len(d) == 0 {
+		return "an older marker format"
+	}
+	return strings.Join(d, ", ")
 }
 
 func countSplit(paths []string, split string) int {

@@ -145,6 +145,9 @@ func TestBuildIsIdempotentAndGuarded(t *testing.T) {
 	cfg.Train = 5
 	_, err = Build(cfg)
 	expectErr(t, err, ErrDatasetExists, res.Dir)
+	if !strings.Contains(err.Error(), "--train 4 (now 5)") {
+		t.Fatalf("error %q does not say which flag changed", err)
+	}
 	cfg.Force = true
 	if res, err = Build(cfg); err != nil || res.Skipped || res.Counts["trainA"] != 5 {
 		t.Fatalf("forced: %+v %v", res, err)
@@ -189,5 +192,19 @@ func TestBuildConfigValidateNamesFlag(t *testing.T) {
 		if err := c.Validate(); !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), flag) {
 			t.Errorf("%s: %v", flag, err)
 		}
+	}
+}
+
+// A folder that was not written by Build (no marker) is never overwritten without --force.
+func TestBuildRefusesForeignFolder(t *testing.T) {
+	src, out := fakeFashion(t, 3), t.TempDir()
+	dir := filepath.Join(out, Sneaker2Boot)
+	writeRaw(t, filepath.Join(dir, "mine.txt"), []byte("user data"))
+	cfg := DefaultBuildConfig(Sneaker2Boot, src, out)
+	cfg.Train, cfg.Val, cfg.Test = 2, 0, 1
+	_, err := Build(cfg)
+	expectErr(t, err, ErrDatasetExists, dir)
+	if _, err := os.Stat(filepath.Join(dir, "mine.txt")); err != nil {
+		t.Fatalf("the folder was touched: %v", err)
 	}
 }

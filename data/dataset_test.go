@@ -268,7 +268,14 @@ func TestUnalignedOrderAndRandomB(t *testing.T) {
 	if len(bCount) != 5 {
 		t.Fatalf("random B used %d of 5 images", len(bCount))
 	}
-	cfg.Train = false // test time: serial B
+	cfg.BtoA = true // the roles swap: the in-order folder A is now the target
+	d = mustOpen(t, cfg)
+	for i := 0; i < 5; i++ {
+		if s := mustLoad(t, d, 11, 0, i); s.BPath != as[i%3] || filepath.Base(filepath.Dir(s.APath)) != "trainB" {
+			t.Fatalf("BtoA, index %d: A %s B %s", i, s.APath, s.BPath)
+		}
+	}
+	cfg.BtoA, cfg.Train = false, false // test time: serial B
 	d = mustOpen(t, cfg)
 	for i := 0; i < 7; i++ {
 		if s := mustLoad(t, d, 11, 0, i); s.BPath != bs[i%5] {

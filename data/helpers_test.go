@@ -37,7 +37,7 @@ func pairImage(a, b image.Image) *image.RGBA {
 	return img
 }
 
-func writePNGFile(t *testing.T, path string, img image.Image) {
+func writePNGFile(t testing.TB, path string, img image.Image) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func writePNGFile(t *testing.T, path string, img image.Image) {
 	}
 }
 
-func writeJPEGFile(t *testing.T, path string, img image.Image) {
+func writeJPEGFile(t testing.TB, path string, img image.Image) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

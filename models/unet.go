@@ -57,7 +57,7 @@ func (u *unetBlock) forward(p *pass, x *ops.Tensor) *ops.Tensor {
 	for _, l := range u.model.items[1:] {
 		y = l.forward(p, y)
 	}
-	return ops.Concat(p.tp, x, y)
+	return ops.Concat(p.tp, a, y)
 }
 
 func (u *unetBlock) visit(prefix string, v visitor) { u.model.visit(join(prefix, "model"), v) }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"io"
 	"context"
 	"encoding/json"
 	"sort"
@@ -36,8 +37,9 @@ func (p *stuckPublisher) lines() []string {
 	return out
 }
 
-// writeTimes logs n lines and returns the slowest and the median Write.
-func writeTimes(n int, write func(i int)) (max, median time.Duration) {
+// writeTimes logs n lines and returns the slowest and the 99th percentile Write. A blocked
+// Write shows as a slowest time of seconds; scheduler noise on a shared machine as tens of ms.
+func writeTimes(n int, write func(i int)) (max, p99 time.Duration) {
 	d := make([]time.Duration, n)
 	for i := range d {
 		t0 := time.Now()
@@ -45,7 +47,7 @@ func writeTimes(n int, write func(i int)) (max, median time.Duration) {
 		d[i] = time.Since(t0)
 	}
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	return d[n-1], d[n/2]
+	return d[n-1], d[n*99/100]
 }
 
 func TestShipperNeverBlocksOnStuckPublisher(t *testing.T) {
@@ -55,10 +57,10 @@ func TestShipperNeverBlocksOnStuckPublisher(t *testing.T) {
 	var stdout bytes.Buffer
 	log := NewLogger("n1", &stdout, ship)
 
-	max, med := writeTimes(n, func(i int) { log.Info().Int("i", i).Msg("step") })
-	t.Logf("%d lines into a stuck publisher: median %v, slowest %v per line; dropped %d", n, med, max, ship.Dropped())
-	if max > 100*time.Millisecond {
-		t.Fatalf("a Write took %v with the publisher stuck", max)
+	max, p99 := writeTimes(n, func(i int) { log.Info().Int("i", i).Msg("step") })
+	t.Logf("%d lines into a stuck publisher: p99 %v, slowest %v per line; dropped %d", n, p99, max, ship.Dropped())
+	if max > time.Second || p99 > time.Millisecond {
+		t.Fatalf("Write p99 %v, slowest %v with the publisher stuck", p99, max)
 	}
 	if d := ship.Dropped(); d != n-capLines && d != n-capLines-1 {
 		t.Fatalf("dropped %d, want %d or %d", d, n-capLines, n-capLines-1)
@@ -105,14 +107,14 @@ func TestShipperAbsentCollectorAndServer(t *testing.T) {
 	}
 	defer nc.Close()
 	ship := NewShipper(nc, "n1", ShipLines(256))
-	log := NewLogger("n1", &bytes.Buffer{}, ship)
+	log := NewLogger("n1", io.Discard, ship)
 	// No subscriber at all, then no server at all (the client is reconnecting).
-	max, _ := writeTimes(2000, func(i int) { log.Info().Int("i", i).Msg("nobody listens") })
+	max, p99 := writeTimes(2000, func(i int) { log.Info().Int("i", i).Msg("nobody listens") })
 	s.Shutdown()
-	max2, med2 := writeTimes(20000, func(i int) { log.Info().Int("i", i).Str("pad", strings.Repeat("x", 512)).Msg("server gone") })
-	t.Logf("no collector: slowest %v; server down: median %v slowest %v; dropped %d", max, med2, max2, ship.Dropped())
-	if max > 100*time.Millisecond || max2 > 100*time.Millisecond {
-		t.Fatalf("Write blocked: %v / %v", max, max2)
+	max2, p99b := writeTimes(20000, func(i int) { log.Info().Int("i", i).Str("pad", strings.Repeat("x", 512)).Msg("server gone") })
+	t.Logf("no collector: p99 %v slowest %v; server down: p99 %v slowest %v; dropped %d", p99, max, p99b, max2, ship.Dropped())
+	if max > time.Second || max2 > time.Second || p99 > time.Millisecond || p99b > time.Millisecond {
+		t.Fatalf("Write blocked: p99 %v slowest %v / p99 %v slowest %v", p99, max, p99b, max2)
 	}
 	ship.Close()
 }

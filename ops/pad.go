@@ -94,7 +94,7 @@ func pad2dBackward(nd *node) {
 			}
 			if reflect {
 				for j := 0; j < pad; j++ {
-					out[pad-j] += 0
+					out[pad-j] += row[j]
 					out[w-2-j] += row[pad+w+j]
 				}
 			}

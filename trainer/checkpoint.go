@@ -17,7 +17,6 @@ import (
 
 	"wkd/internal/safetensors"
 	"wkd/models"
-	"wkd/ops"
 	"wkd/sharding"
 )
 
@@ -47,7 +46,7 @@ func (t *Trainer) checkpoint() error {
 			tensors[n.name+"/"+p.Name] = safetensors.Tensor{Shape: p.Shape, Data: p.Data}
 		}
 	}
-	for name, opt := range map[string]*ops.Adam{"optG": t.optG, "optD": t.optD} {
+	for name, opt := range map[string]*optimizer{"optG": t.optG, "optD": t.optD} {
 		for k, v := range opt.State() {
 			tensors[name+"/"+k] = safetensors.Tensor{Shape: []int{len(v)}, Data: v}
 		}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -58,7 +59,7 @@ type Trainer struct {
 	// Pix2pix uses gA (G), dA (D) and teacherA. CycleGAN: G_A, G_B, D_A, D_B; teachers for both.
 	gA, gB, dA, dB       models.Module
 	teacherA, teacherB   models.Module
-	optG, optD           *ops.Adam
+	optG, optD           *optimizer
 	gParams, dParams     []*ops.Tensor
 	tape                 *ops.Tape
 	rng                  *ops.RNG // dropout and the image pool draw from it
@@ -166,8 +167,15 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 		}
 	}
 	adam := ops.AdamConfig{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: 0.999, Eps: 1e-8}
-	t.optG = ops.NewAdam([]ops.ParamGroup{{Params: t.gParams}}, adam)
-	t.optD = ops.NewAdam([]ops.ParamGroup{{Params: t.dParams}}, adam)
+	var gNets, dNets []namedNet
+	for _, n := range t.nets() {
+		if strings.HasPrefix(n.name, "G") {
+			gNets = append(gNets, n)
+		} else {
+			dNets = append(dNets, n)
+		}
+	}
+	t.optG, t.optD = newOptimizer(adam, gNets), newOptimizer(adam, dNets)
 
 	dcfg := data.DefaultPix2PixConfig(cfg.Data)
 	if cfg.Task == CycleGAN {
@@ -381,5 +389,5 @@ func (t *Trainer) report(rep StepReport) {
 	}
 	ev.Float64("img_per_s", float64(rep.Images)/rep.Duration.Seconds()).
 		Float64("sync_ms", float64(rep.SyncTime.Microseconds())/1e3).
-		Float64("lr", float64(t.optG.GroupLR(0))).Msg("step")
+		Float64("lr", float64(t.optG.LR())).Msg("step")
 }

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"image"
+	"image/color"
+	_ "image/jpeg"
+	"image/png"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"wkd/models"
+	"wkd/ops"
+	"wkd/trainer"
+)
+
+func init() {
+	register(command{name: "translate", summary: "apply a trained generator to a folder of images", run: runTranslate})
+}
+
+func runTranslate(args []string) error {
+	fs := flag.NewFlagSet("translate", flag.ContinueOnError)
+	run := fs.String("run", "", "a wkd run folder (its config.json gives the architecture)")
+	gen := fs.String("G", "G", "which generator of the run: G (pix2pix), G_A (A->B) or G_B (B->A)")
+	weights := fs.String("weights", "", "a weights file instead of --run (give --netG and --ngf)")
+	var spec models.Spec
+	spec.Kind, spec.Norm = models.ResNet9Blocks, models.Instance
+	fs.Var(&spec.Kind, "netG", "architecture with --weights: "+models.KindNames())
+	fs.IntVar(&spec.NGF, "ngf", 64, "generator width with --weights")
+	fs.Var(&spec.Norm, "norm", "normalization with --weights: "+models.NormNames())
+	fs.IntVar(&spec.NBlocks, "n-blocks", 9, "residual blocks with --netG resnet")
+	fs.IntVar(&spec.NumDowns, "num-downs", 8, "downsamplings with --netG unet")
+	fs.IntVar(&spec.InputNC, "input-nc", 3, "input channels with --weights")
+	fs.IntVar(&spec.OutputNC, "output-nc", 3, "output channels with --weights")
+	in := fs.String("input", "", "folder of PNG or JPEG images to translate")
+	out := fs.String("out", "translated", "folder for the outputs (PNG, same names)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *in == "" {
+		return errors.New("--input: the folder of images to translate is required")
+	}
+	var path string
+	switch {
+	case *run != "" && *weights != "":
+		return errors.New("give --run or --weights, not both")
+	case *run != "":
+		cfg, err := trainer.LoadConfig(*run)
+		if err != nil {
+			return fmt.Errorf("--run: %w", err)
+		}
+		spec = cfg.G
+		if cfg.Task == trainer.CycleGAN && *gen == "G" {
+			*gen = "G_A"
+		}
+		if *gen == "G_B" {
+			spec.InputNC, spec.OutputNC = spec.OutputNC, spec.InputNC
+		}
+		path = filepath.Join(*run, *gen+".safetensors")
+	case *weights != "":
+		path = *weights
+	default:
+		return errors.New("--run or --weights: which generator to apply is required")
+	}
+	g, err := models.Build(spec)
+	if err != nil {
+		return err
+	}
+	if _, err := models.Load(path, g); err != nil {
+		return err
+	}
+	files, err := imageFiles(*in)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	for _, f := range files {
+		x, err := readImage(f, spec.InputNC)
+		if err != nil {
+			return err
+		}
+		y := g.Forward(nil, x, false)
+		name := strings.TrimSuffix(filepath.Base(f), filepath.Ext(f)) + ".png"
+		if err := writeImage(filepath.Join(*out, name), y); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "translated %d images from %s into %s\n", len(files), *in, *out)
+	return nil
+}
+
+// imageFiles lists the PNG and JPEG files of a folder, sorted.
+func imageFiles(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("--input: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		switch strings.ToLower(filepath.Ext(e.Name())) {
+		case ".png", ".jpg", ".jpeg":
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--input %s: no .png or .jpg images", dir)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// readImage decodes an image into (1, nc, H, W) in [-1, 1].
+func readImage(path string, nc int) (*ops.Tensor, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	img, _, err := image.Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a readable PNG or JPEG: %w", path, err)
+	}
+	b := img.Bounds()
+	h, w := b.Dy(), b.Dx()
+	t := ops.New(1, nc, h, w)
+	for y := range h {
+		for x := range w {
+			r, g, bl, _ := img.At(b.Min.X+x, b.Min.Y+y).RGBA()
+			px := [3]float32{float32(r >> 8), float32(g >> 8), float32(bl >> 8)}
+			if nc == 1 {
+				t.Data[y*w+x] = (0.299*px[0]+0.587*px[1]+0.114*px[2])/127.5 - 1
+				continue
+			}
+			for c := range 3 {
+				t.Data[(c*h+y)*w+x] = px[c]/127.5 - 1
+			}
+		}
+	}
+	return t, nil
+}
+
+// writeImage encodes the first image of (N, C, H, W) in [-1, 1] as PNG.
+func writeImage(path string, t *ops.Tensor) error {
+	_, c, h, w := t.NCHW()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	to8 := func(v float32) uint8 { return uint8(min(max((v+1)*127.5+0.5, 0), 255)) }
+	for y := range h {
+		for x := range w {
+			var px [3]uint8
+			for k := range 3 {
+				px[k] = to8(t.Data[(min(k, c-1)*h+y)*w+x])
+			}
+			img.SetRGBA(x, y, color.RGBA{px[0], px[1], px[2], 255})
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

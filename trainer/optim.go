@@ -1,0 +1,77 @@
+package trainer
+
+import (
+	"strings"
+
+	"wkd/ops"
+)
+
+// optimizer is one Adam per network of a side (G_A and G_B; or D_A and D_B). Adam is
+// per-parameter, so this equals the reference's single Adam over itertools.chain of both,
+// while keeping each network's state names (the networks share their state_dict keys).
+type optimizer struct {
+	names []string
+	adams []*ops.Adam
+}
+
+func newOptimizer(cfg ops.AdamConfig, nets []namedNet) *optimizer {
+	o := &optimizer{}
+	for _, n := range nets {
+		o.names = append(o.names, n.name)
+		o.adams = append(o.adams, ops.NewAdam([]ops.ParamGroup{{Params: n.net.Params()}}, cfg))
+	}
+	return o
+}
+
+func (o *optimizer) ZeroGrad() {
+	for _, a := range o.adams {
+		a.ZeroGrad()
+	}
+}
+
+func (o *optimizer) Step() {
+	for _, a := range o.adams {
+		a.Step()
+	}
+}
+
+func (o *optimizer) SetLR(lr float32) {
+	for _, a := range o.adams {
+		a.SetLR(lr)
+	}
+}
+
+func (o *optimizer) LR() float32 { return o.adams[0].GroupLR(0) }
+
+// State is every Adam's state keyed "<net>/<adam key>".
+func (o *optimizer) State() map[string][]float32 {
+	out := map[string][]float32{}
+	for i, a := range o.adams {
+		for k, v := range a.State() {
+			out[o.names[i]+"/"+k] = v
+		}
+	}
+	return out
+}
+
+// SetState loads what State returned.
+func (o *optimizer) SetState(s map[string][]float32) error {
+	per := make([]map[string][]float32, len(o.adams))
+	for i := range per {
+		per[i] = map[string][]float32{}
+	}
+	for k, v := range s {
+		net, rest, _ := strings.Cut(k, "/")
+		for i, n := range o.names {
+			if n == net {
+				per[i][rest] = v
+			}
+		}
+	}
+	for i, a := range o.adams {
+		if err := a.SetState(per[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}

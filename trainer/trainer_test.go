@@ -1,0 +1,287 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"wkd/models"
+)
+
+// writeAligned makes a tiny aligned dataset: n images of A|B side by side, each side size².
+func writeAligned(t *testing.T, n, size int) string {
+	t.Helper()
+	root := t.TempDir()
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, phase := range []string{"train", "test"} {
+		dir := filepath.Join(root, phase)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			img := image.NewRGBA(image.Rect(0, 0, 2*size, size))
+			for y := range size {
+				for x := range 2 * size {
+					v := uint8(r.IntN(256))
+					img.Set(x, y, color.RGBA{v, uint8(x * 8), uint8(y * 8), 255})
+				}
+			}
+			writePNG(t, filepath.Join(dir, fmt.Sprintf("%03d.png", i)), img)
+		}
+	}
+	return root
+}
+
+// writeUnaligned makes trainA/trainB/testA/testB folders of n random size² images.
+func writeUnaligned(t *testing.T, n, size int) string {
+	t.Helper()
+	root := t.TempDir()
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, sub := range []string{"trainA", "trainB", "testA", "testB"} {
+		dir := filepath.Join(root, sub)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			img := image.NewRGBA(image.Rect(0, 0, size, size))
+			for y := range size {
+				for x := range size {
+					img.Set(x, y, color.RGBA{uint8(r.IntN(256)), uint8(r.IntN(256)), uint8(x * 8), 255})
+				}
+			}
+			writePNG(t, filepath.Join(dir, fmt.Sprintf("%03d.png", i)), img)
+		}
+	}
+	return root
+}
+
+func writePNG(t *testing.T, path string, img image.Image) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := png.Encode(f, img); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// tinyPix2Pix is a pix2pix recipe small enough to run a few steps in a test: U-Net with
+// batch norm and dropout (so the random stream and running statistics are exercised).
+func tinyPix2Pix(data, dir string) Config {
+	c := DefaultPix2Pix()
+	c.Data, c.Dir = data, dir
+	c.G = models.Spec{Kind: models.UNet, NumDowns: 5, InputNC: 3, OutputNC: 3, NGF: 4, Norm: models.Batch, Dropout: true}
+	c.D = models.Spec{Kind: models.PatchGAN, InputNC: 6, NDF: 4, Norm: models.Batch}
+	c.LoadSize, c.CropSize = 36, 32
+	c.Epochs, c.EpochsDecay = 2, 1
+	c.BatchSize = 2
+	c.CheckpointEvery, c.LogEvery = 3, 1
+	return c
+}
+
+func tinyCycleGAN(data, dir string) Config {
+	c := DefaultCycleGAN()
+	c.Data, c.Dir = data, dir
+	c.G = models.Spec{Kind: models.ResNet, NBlocks: 1, InputNC: 3, OutputNC: 3, NGF: 4, Norm: models.Instance}
+	// Two layers: a 70x70 PatchGAN has no output left at 16x16.
+	c.D = models.Spec{Kind: models.NLayers, NLayers: 2, InputNC: 3, NDF: 4, Norm: models.Instance}
+	c.LoadSize, c.CropSize = 18, 16
+	c.Epochs, c.EpochsDecay = 1, 1
+	c.PoolSize = 3 // small, so the pool fills and starts swapping within the test
+	c.CheckpointEvery, c.LogEvery = 3, 1
+	return c
+}
+
+func runFor(t *testing.T, cfg Config, steps int, resume bool) *Trainer {
+	t.Helper()
+	cfg.MaxSteps = steps
+	tr, err := New(cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	if resume {
+		if err := tr.Resume(""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tr.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// sameWeights fails unless every network of a and b is equal bit for bit.
+func sameWeights(t *testing.T, a, b *Trainer) {
+	t.Helper()
+	na, nb := a.nets(), b.nets()
+	for i := range na {
+		sa, sb := na[i].net.State(), nb[i].net.State()
+		for j := range sa {
+			for k := range sa[j].Data {
+				if sa[j].Data[k] != sb[j].Data[k] {
+					t.Fatalf("%s/%s[%d]: %v vs %v: the resumed run differs", na[i].name, sa[j].Name, k, sa[j].Data[k], sb[j].Data[k])
+				}
+			}
+		}
+	}
+}
+
+func TestResumeIsBitExact(t *testing.T) {
+	cases := map[string]func(string, string) Config{"pix2pix": tinyPix2Pix, "cyclegan": tinyCycleGAN}
+	for name, mk := range cases {
+		t.Run(name, func(t *testing.T) {
+			var data string
+			if name == "pix2pix" {
+				data = writeAligned(t, 6, 32)
+			} else {
+				data = writeUnaligned(t, 5, 16)
+			}
+			// Uninterrupted: 7 steps crosses an epoch boundary (3 or 5 steps per epoch).
+			whole := runFor(t, mk(data, t.TempDir()), 7, false)
+			// Interrupted after 4 steps, then resumed to 7 in a new process-like trainer.
+			dir := t.TempDir()
+			runFor(t, mk(data, dir), 4, false)
+			resumed := runFor(t, mk(data, dir), 7, true)
+			if resumed.Step() != 7 {
+				t.Fatalf("resumed run ended at step %d, want 7", resumed.Step())
+			}
+			sameWeights(t, whole, resumed)
+		})
+	}
+}
+
+func TestDamagedCheckpointIsRefused(t *testing.T) {
+	data := writeAligned(t, 6, 32)
+	dir := t.TempDir()
+	cfg := tinyPix2Pix(data, dir)
+	cfg.CheckpointEvery = 2
+	runFor(t, cfg, 4, false) // checkpoints at steps 2 and 4
+	all, _ := listCheckpoints(dir)
+	if len(all) != 2 {
+		t.Fatalf("checkpoints %v, want 2 kept", all)
+	}
+	newest := all[1]
+	good, _ := os.ReadFile(newest)
+
+	damage := map[string][]byte{
+		"truncated": good[:len(good)/2],
+		"altered": func() []byte {
+			b := append([]byte(nil), good...)
+			b[len(b)-9] ^= 0x40 // a bit of the last tensor's data
+			return b
+		}(),
+	}
+	for name, b := range damage {
+		t.Run(name, func(t *testing.T) {
+			if err := os.WriteFile(newest, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			tr, err := New(cfg, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			err = tr.Resume("")
+			if !errors.Is(err, ErrCheckpoint) {
+				t.Fatalf("Resume from a %s checkpoint: err = %v, want ErrCheckpoint", name, err)
+			}
+			if !strings.Contains(err.Error(), filepath.Base(newest)) || !strings.Contains(err.Error(), filepath.Base(all[0])) {
+				t.Errorf("error should name the damaged file and the previous one: %v", err)
+			}
+			if tr.Step() != 0 {
+				t.Errorf("a refused checkpoint changed the trainer (step %d)", tr.Step())
+			}
+			// The previous checkpoint is intact and loads.
+			if err := tr.Resume(all[0]); err != nil {
+				t.Fatalf("previous checkpoint: %v", err)
+			}
+			if tr.Step() != 2 {
+				t.Errorf("resumed at step %d, want 2", tr.Step())
+			}
+		})
+	}
+}
+
+func TestDistillationRunsAndTeacherIsFrozen(t *testing.T) {
+	data := writeAligned(t, 4, 32)
+	teacherDir := t.TempDir()
+	runFor(t, tinyPix2Pix(data, teacherDir), 2, false)
+	for _, kd := range []KD{KDWavelet, KDPixel, KDNone} {
+		t.Run(string(kd), func(t *testing.T) {
+			cfg := tinyPix2Pix(data, t.TempDir())
+			cfg.Teacher, cfg.KD, cfg.Alpha = teacherDir, kd, 10
+			cfg.G.NGF = 2
+			tr := runFor(t, cfg, 2, false)
+			before, _ := os.ReadFile(filepath.Join(teacherDir, "G.safetensors"))
+			if tr.teacherA == nil {
+				t.Fatal("no teacher loaded")
+			}
+			for _, p := range tr.teacherA.Params() {
+				if p.RequiresGrad() || p.Grad != nil {
+					t.Fatalf("teacher parameter %s takes gradients", p.Name)
+				}
+			}
+			after, _ := os.ReadFile(filepath.Join(teacherDir, "G.safetensors"))
+			if string(before) != string(after) {
+				t.Error("the teacher's weights file changed")
+			}
+		})
+	}
+}
+
+func TestConfigErrorsNameTheFlag(t *testing.T) {
+	base := tinyPix2Pix("data", "out")
+	cases := []struct {
+		name, want string
+		mod        func(*Config)
+	}{
+		{"batch", "--batch-size", func(c *Config) { c.BatchSize = 0 }},
+		{"lr", "--lr", func(c *Config) { c.LR = -1 }},
+		{"gan", "--gan-mode", func(c *Config) { c.GANMode = "wgan" }},
+		{"kd without teacher", "--teacher", func(c *Config) { c.KD = KDWavelet }},
+		{"kd kind", "--kd", func(c *Config) { c.Teacher, c.KD = "t", "feature" }},
+		{"levels", "--levels", func(c *Config) { c.Teacher, c.KD, c.Levels = "t", KDWavelet, 0 }},
+		{"crop vs levels", "--crop-size", func(c *Config) { c.Teacher, c.KD, c.Levels, c.CropSize, c.LoadSize = "t", KDWavelet, 3, 20, 20 }},
+		{"kd loss", "--kd-loss", func(c *Config) { c.Teacher, c.KD, c.KDLoss = "t", KDWavelet, "huber" }},
+		{"epochs", "--epochs", func(c *Config) { c.Epochs, c.EpochsDecay = 0, 0 }},
+		{"data", "--data", func(c *Config) { c.Data = "" }},
+	}
+	for _, tc := range cases {
+		c := base
+		tc.mod(&c)
+		err := c.Validate()
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want ErrConfig naming %s", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestMissingDatasetNamesTheFolder(t *testing.T) {
+	cfg := tinyPix2Pix(filepath.Join(t.TempDir(), "nowhere"), t.TempDir())
+	_, err := New(cfg, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "nowhere") {
+		t.Fatalf("err = %v, want one naming the missing folder", err)
+	}
+}
+
+func TestLRSchedule(t *testing.T) {
+	// 2 constant epochs then 3 decaying: factors 1, 1, 0.75, 0.5, 0.25.
+	want := []float32{1, 1, 0.75, 0.5, 0.25}
+	for e, w := range want {
+		if got := lrFactor(e, 2, 3); got != w {
+			t.Errorf("epoch %d: factor %v, want %v", e, got, w)
+		}
+	}
+}
