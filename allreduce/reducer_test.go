@@ -375,3 +375,40 @@ func TestReducerBadArguments(t *testing.T) {
 		t.Errorf("wrong generation: %v", err)
 	}
 }
+
+// BenchmarkReducerAllReduce runs 4 ranks in this process over a local nats-server; the
+// separate-process figure is `wkd bench-allreduce`.
+func BenchmarkReducerAllReduce(b *testing.B) {
+	url := startNATS(b)
+	const n, size = 4, 16 << 20
+	cfg := DefaultConfig()
+	var rs []*Reducer
+	for i := 0; i < n; i++ {
+		r, err := New(connect(b, url), cfg, View{Generation: 1, Self: i, Size: n}, testSubjects(n))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+		rs = append(rs, r)
+	}
+	bufs := make([][]float32, n)
+	for i := range bufs {
+		bufs[i] = make([]float32, size/4)
+	}
+	b.SetBytes(size)
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		var wg sync.WaitGroup
+		for i, r := range rs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := r.AllReduce(context.Background(), 1, uint64(it+1), [][]float32{bufs[i]}); err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	b.ReportMetric(float64(size)*float64(b.N)/b.Elapsed().Seconds()*2*(n-1)/n/1e9, "busGB/s")
+}

@@ -14,6 +14,11 @@
 //   - Test mode (Config.Train false) uses no randomness: centre crop, no flip, B = index % len(B).
 //   - The Loader decodes ahead of the consumer with N goroutines and a bounded queue; batches come
 //     out in the order of the index lists it is handed (package sharding makes those lists).
+//   - Builders (Build, `wkd data`) make edges2shoes-mini (aligned: A = Canny edge map, thin
+//     black lines on white, standing in for the HED edges of edges2shoes; B = the Fashion-MNIST
+//     sandal/sneaker/ankle boot, inverted to a dark item on white) and sneaker2boot (unaligned:
+//     sneakers | ankle boots). They write into a temporary folder renamed into place, and a
+//     marker file makes a re-run with the same flags a no-op.
 //   - Errors are returned, never panics, for anything read from disk; each names the file and
 //     wraps one of the Err* values below. Misuse by the caller (a nil dataset) panics.
 //

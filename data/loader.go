@@ -45,6 +45,7 @@ type Loader struct {
 	ds     *Dataset
 	cfg    LoaderConfig
 	loaded atomic.Int64 // samples decoded so far, for tests of the queue bound
+	free   chan *Batch  // released batches whose buffers the next batches reuse
 }
 
 // NewLoader returns a loader over ds; zero fields of cfg take their defaults.
@@ -64,7 +65,19 @@ func NewLoader(ds *Dataset, cfg LoaderConfig) (*Loader, error) {
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = DefaultBatchSize
 	}
-	return &Loader{ds: ds, cfg: cfg}, nil
+	return &Loader{ds: ds, cfg: cfg, free: make(chan *Batch, cfg.Prefetch+2)}, nil
+}
+
+// Release hands b's buffers back for reuse by later batches, so a steady training loop does
+// not allocate them per step. b must not be used afterwards. Releasing is optional.
+func (l *Loader) Release(b *Batch) {
+	if b == nil {
+		return
+	}
+	select {
+	case l.free <- b:
+	default: // enough spares already; let the GC have it
+	}
 }
 
 // Dataset returns the loader's dataset.
@@ -152,15 +165,30 @@ func (l *Loader) newPending(epoch int, idx []int) *pending {
 	a, b := l.ds.Shapes()
 	n := len(idx)
 	p := &pending{done: make(chan struct{}), errs: make([]error, n)}
+	na, nb := n*a[0]*a[1]*a[2], n*b[0]*b[1]*b[2]
+	var old *Batch
+	select {
+	case old = <-l.free:
+	default:
+		old = &Batch{}
+	}
+	// every element is overwritten by the workers, so reused buffers need no clearing
 	p.b = &Batch{Epoch: epoch, Indices: idx, N: n,
 		AShape: [4]int{n, a[0], a[1], a[2]}, BShape: [4]int{n, b[0], b[1], b[2]},
-		A: make([]float32, n*a[0]*a[1]*a[2]), B: make([]float32, n*b[0]*b[1]*b[2]),
-		APaths: make([]string, n), BPaths: make([]string, n)}
+		A: grow(old.A, na), B: grow(old.B, nb), APaths: grow(old.APaths, n), BPaths: grow(old.BPaths, n)}
 	p.remaining.Store(int32(n))
 	if n == 0 {
 		close(p.done)
 	}
 	return p
+}
+
+// grow returns s resized to n, reusing its array when large enough.
+func grow[T any](s []T, n int) []T {
+	if cap(s) >= n {
+		return s[:n]
+	}
+	return make([]T, n)
 }
 
 func (l *Loader) run(ctx context.Context, jb job) {

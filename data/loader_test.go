@@ -181,3 +181,39 @@ func TestLoaderCloseAndCancelStopWorkers(t *testing.T) {
 		t.Fatalf("%d goroutines left running (%d before)", n-before, before)
 	}
 }
+
+// Released batches lend their buffers to later ones; the values are those of fresh buffers.
+func TestLoaderReleaseReusesBuffers(t *testing.T) {
+	d := loaderDataset(t, 6)
+	idx := []int{5, 4, 3, 2, 1, 0}
+	fresh := collect(t, mustLoader(t, d, LoaderConfig{Seed: 1, BatchSize: 2}).Epoch(context.Background(), 1, idx))
+	l := mustLoader(t, d, LoaderConfig{Seed: 1, BatchSize: 2, Prefetch: 1, Workers: 2})
+	s := l.Epoch(context.Background(), 0, []int{0, 1})
+	b0, err := s.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	arr := &b0.A[0]
+	l.Release(b0)
+	s = l.Epoch(context.Background(), 1, idx)
+	defer s.Close()
+	reused := false
+	for i := 0; ; i++ {
+		b, err := s.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		reused = reused || &b.A[0] == arr
+		if !slices.Equal(b.A, fresh[i].A) || !slices.Equal(b.B, fresh[i].B) || !slices.Equal(b.APaths, fresh[i].APaths) {
+			t.Fatalf("batch %d differs from a batch in fresh buffers", i)
+		}
+		l.Release(b)
+	}
+	if !reused {
+		t.Fatal("the released buffers were not reused")
+	}
+}

@@ -15,8 +15,9 @@
 //     writes none and Load ignores any it finds.
 //   - Behaviour follows the reference, quirks included: InstanceNorm has no affine parameters
 //     and no running statistics; convolutions followed by a norm carry a bias only with
-//     instance norm; and in a U-Net block the skip connection carries LeakyReLU(x), because
-//     the reference's in-place LeakyReLU overwrites x before torch.cat reads it.
+//     instance norm. (The reference's in-place LeakyReLU makes a U-Net skip carry
+//     LeakyReLU(x) instead of x; the ReLU that follows makes the two identical, and the parity
+//     tests run PyTorch modules with that in-place LeakyReLU.)
 //   - Forward(tp, x, train): train=true uses batch statistics (updating running ones) and
 //     live dropout, drawing from the RNG given to SetRNG; train=false uses running statistics
 //     and no dropout. The reference's test.py runs pix2pix with train=true unless --eval.
@@ -25,18 +26,17 @@
 //     shape given to Forward is a programming error and panics naming both shapes.
 //   - Parameter gradients accumulate (+=), as everywhere in ops.
 //
-// Converting the reference's .pth checkpoints (e.g. latest_net_G_A.pth) for Load, in Python
-// with torch and safetensors installed:
+// Converting the reference's .pth checkpoints (e.g. latest_net_G_A.pth) for Load takes a few
+// lines of Python; with the safetensors package installed:
 //
 //	import torch
 //	from safetensors.torch import save_file
 //	sd = torch.load("latest_net_G_A.pth", map_location="cpu")
-//	sd = {k: v.float().contiguous() for k, v in sd.items()
-//	      if not k.endswith("num_batches_tracked")
-//	      # checkpoints from PyTorch < 0.4 hold InstanceNorm running stats the reference drops
-//	      and not (k.endswith(("running_mean", "running_var")) and k.rsplit(".", 1)[0] + ".weight" not in sd)}
-//	save_file(sd, "latest_net_G_A.safetensors")
+//	save_file({k: v.float().contiguous() for k, v in sd.items()
+//	           if not k.endswith("num_batches_tracked")}, "latest_net_G_A.safetensors")
 //
-// and back: safetensors.torch.load_file, then net.load_state_dict(sd, strict=False) (strict
-// only complains of the num_batches_tracked counters we do not write).
+// ConvertScript is the same as a program that needs only torch, and also drops the
+// InstanceNorm running statistics of checkpoints from PyTorch < 0.4 (tested against
+// PyTorch-made checkpoints). Back to PyTorch: safetensors.torch.load_file, then
+// net.load_state_dict(sd, strict=False) (strict only misses the num_batches_tracked counters).
 package models

@@ -6,7 +6,8 @@ import (
 	"wkd/ops"
 )
 
-// Module is a built network.
+// Module is a built network. It is not safe for concurrent use: Forward updates BatchNorm's
+// running statistics and draws dropout masks.
 type Module interface {
 	// Spec is what the network was built from, with the kind's sizes resolved.
 	Spec() Spec
@@ -39,7 +40,9 @@ type network struct {
 	buffers []*ops.Tensor
 	named   map[string]*ops.Tensor
 	rng     *ops.RNG
-	// multiple is what the input's sides must be divisible by (U-Net: 2^num_downs).
+	pass    pass
+	// multiple is what the input's sides must be divisible by for a generator's output to
+	// match its input (ResNet: 4, U-Net: 2^num_downs).
 	multiple int
 }
 
@@ -59,6 +62,7 @@ func build(spec Spec, alloc bool) (*network, error) {
 	switch s.Kind {
 	case ResNet9Blocks, ResNet6Blocks, ResNet:
 		n.root = newResnet(bd, s)
+		n.multiple = 4 // two stride-2 convs down and two transposed convs back up
 	case UNet128, UNet256, UNet:
 		n.root = newUnet(bd, s)
 		n.multiple = 1 << s.NumDowns
@@ -96,8 +100,12 @@ func (n *network) Forward(tp *ops.Tape, x *ops.Tensor, train bool) *ops.Tensor {
 	if h, w := x.Shape[2], x.Shape[3]; h%n.multiple != 0 || w%n.multiple != 0 {
 		panic(fmt.Sprintf("models: %v: input shape %v: height and width must be multiples of %d", n.spec.Kind, x.Shape, n.multiple))
 	}
-	p := pass{tp: tp, train: train, rng: n.rng}
-	return n.root.forward(&p, x)
+	// The pass lives in the network: one on the stack would escape through the layer
+	// interface and cost an allocation per step.
+	n.pass = pass{tp: tp, train: train, rng: n.rng}
+	y := n.root.forward(&n.pass, x)
+	n.pass = pass{}
+	return y
 }
 
 // Init draws every weight as the reference's init_weights(net, 'normal', 0.02) does:

@@ -52,10 +52,22 @@ func Kinds() []Kind {
 }
 
 // KindNames lists the allowed flag values, "a|b|c", for help text.
-func KindNames() string {
+func KindNames() string { return names(func(Kind) bool { return true }) }
+
+// GeneratorNames lists the generator kinds, for a --netG flag's help.
+func GeneratorNames() string { return names(Kind.IsGenerator) }
+
+// DiscriminatorNames lists the discriminator kinds, for a --netD flag's help.
+func DiscriminatorNames() string {
+	return names(func(k Kind) bool { return !k.IsGenerator() })
+}
+
+func names(keep func(Kind) bool) string {
 	var s []string
 	for _, k := range Kinds() {
-		s = append(s, k.String())
+		if keep(k) {
+			s = append(s, k.String())
+		}
 	}
 	return strings.Join(s, "|")
 }

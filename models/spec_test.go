@@ -20,6 +20,9 @@ func TestKindNamesRoundTrip(t *testing.T) {
 			t.Errorf("KindNames() %q lacks %q", KindNames(), k)
 		}
 	}
+	if g, d := GeneratorNames(), DiscriminatorNames(); g != "resnet_9blocks|resnet_6blocks|resnet|unet_128|unet_256|unet" || d != "basic|n_layers|pixel" {
+		t.Errorf("generators %q, discriminators %q", g, d)
+	}
 	if k, err := ParseKind(" PatchGAN "); err != nil || k != PatchGAN {
 		t.Errorf("alias patchgan: %v, %v", k, err)
 	}

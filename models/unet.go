@@ -45,19 +45,15 @@ func newUnetBlock(bd *builder, outerNC, innerNC, inputNC int, sub *unetBlock, ou
 
 // forward: x (N, C, H, W) -> (N, outer, H, W) outermost, else (N, C+outer, H, W).
 //
-// The reference's LeakyReLU is in place (nn.LeakyReLU(0.2, True)), so it overwrites x before
-// torch.cat([x, model(x)], 1) reads it: the skip carries LeakyReLU(x), not x. Weights trained
-// by the reference expect that, so we do the same.
+// The reference's in-place LeakyReLU overwrites x before torch.cat([x, model(x)], 1) reads
+// it, so its skip carries LeakyReLU(x). Only the parent's ReLU reads that concatenation, and
+// ReLU(LeakyReLU(x)) = ReLU(x) with the same gradient, so plain x is exactly equivalent.
 func (u *unetBlock) forward(p *pass, x *ops.Tensor) *ops.Tensor {
+	y := u.model.forward(p, x)
 	if u.outermost {
-		return u.model.forward(p, x)
+		return y
 	}
-	a := u.model.items[0].forward(p, x) // the LeakyReLU
-	y := a
-	for _, l := range u.model.items[1:] {
-		y = l.forward(p, y)
-	}
-	return ops.Concat(p.tp, a, y)
+	return ops.Concat(p.tp, x, y)
 }
 
 func (u *unetBlock) visit(prefix string, v visitor) { u.model.visit(join(prefix, "model"), v) }

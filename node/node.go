@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -25,16 +26,20 @@ type Node struct {
 
 	mu      sync.Mutex
 	state   State
-	byName  map[string]*memberlist.Node // for SendReliable
+	byName  map[string]*memberlist.Node // live nodes, private copies (see track)
 	status  Status
 	current View
 	hasView bool
 
-	core    *Agreement // owned by loop
-	peers   map[string]chan []byte
-	changed chan struct{}
-	inbox   chan Message
-	views   chan View
+	core     *Agreement // owned by loop
+	seeds    []string   // owned by loop after Join
+	lastJoin time.Time  // owned by loop
+	joining  atomic.Bool
+	seedsIn  chan []string
+	peers    map[string]chan []byte
+	changed  chan struct{}
+	inbox    chan Message
+	views    chan View
 
 	quit     chan struct{}
 	done     chan struct{}
@@ -70,6 +75,7 @@ func New(cfg Config, logger zerolog.Logger) (*Node, error) {
 		peers:   map[string]chan []byte{},
 		changed: make(chan struct{}, 1),
 		inbox:   make(chan Message, 1024),
+		seedsIn: make(chan []string, 1),
 		views:   make(chan View, 1),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -123,6 +129,10 @@ func (n *Node) Join(seeds []string) error {
 			return fmt.Errorf("%w: seeds %v: %v", ErrJoin, seeds, err)
 		}
 		n.log.Info().Int("contacted", got).Strs("seeds", seeds).Msg("joined")
+		select {
+		case n.seedsIn <- append([]string(nil), seeds...):
+		default:
+		}
 	}
 	return n.SetState(StateReady)
 }
@@ -204,14 +214,13 @@ func (n *Node) signal() {
 	}
 }
 
-// readMembers decodes memberlist's live nodes; this node's State is taken from n.state.
+// readMembers decodes the live nodes recorded by the event callbacks; this node's State is
+// taken from n.state.
 func (n *Node) readMembers() []Member {
-	nodes := n.ml.Members()
-	out := make([]Member, 0, len(nodes))
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, x := range nodes {
-		n.byName[x.Name] = x
+	out := make([]Member, 0, len(n.byName))
+	for _, x := range n.byName {
 		var md meta
 		if err := json.Unmarshal(x.Meta, &md); err != nil {
 			n.log.Warn().Str("peer", x.Name).Err(err).Msg("unreadable node metadata; ignoring peer")
@@ -226,6 +235,22 @@ func (n *Node) readMembers() []Member {
 	return out
 }
 
+// track keeps a private copy of a live node: memberlist updates its own records in place,
+// so the pointers Members() returns cannot be read without racing.
+func (n *Node) track(x *memberlist.Node, live bool) {
+	n.mu.Lock()
+	if live {
+		c := *x
+		c.Addr = append([]byte(nil), x.Addr...)
+		c.Meta = append([]byte(nil), x.Meta...)
+		n.byName[x.Name] = &c
+	} else {
+		delete(n.byName, x.Name)
+	}
+	n.mu.Unlock()
+	n.signal()
+}
+
 func (n *Node) loop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.TickInterval)
@@ -238,11 +263,38 @@ func (n *Node) loop() {
 			n.core.SetMembers(n.readMembers())
 		case m := <-n.inbox:
 			n.core.Step(m)
+		case s := <-n.seedsIn:
+			n.seeds, n.lastJoin = s, time.Now()
 		case <-t.C:
 			n.core.Tick()
+			n.maybeRejoin()
 		}
 		n.flush()
 	}
+}
+
+// maybeRejoin contacts the seeds again while this node waits for a view. A node restarted on
+// a new address is refused ("conflicting address") until its old entry is DeadNodeReclaimTime
+// dead; a fresh push/pull after that gets it accepted without waiting for PushPullInterval.
+func (n *Node) maybeRejoin() {
+	ph := n.core.Status().Phase
+	every := n.cfg.DeadNodeReclaimTime + n.cfg.ProbeInterval
+	if len(n.seeds) == 0 || (ph != PhaseWaiting && ph != PhaseProposing) || time.Since(n.lastJoin) < every {
+		return
+	}
+	if !n.joining.CompareAndSwap(false, true) {
+		return
+	}
+	n.lastJoin = time.Now()
+	seeds := n.seeds
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer n.joining.Store(false)
+		if _, err := n.ml.Join(seeds); err != nil {
+			n.log.Debug().Err(err).Msg("rejoin")
+		}
+	}()
 }
 
 // flush carries out what the agreement asked for.
@@ -344,9 +396,9 @@ func (d delegate) NotifyMsg(b []byte) {
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d delegate) LocalState(join bool) []byte                { return nil }
 func (d delegate) MergeRemoteState(buf []byte, join bool)     {}
-func (d delegate) NotifyJoin(*memberlist.Node)                { d.n.signal() }
-func (d delegate) NotifyLeave(*memberlist.Node)               { d.n.signal() }
-func (d delegate) NotifyUpdate(*memberlist.Node)              { d.n.signal() }
+func (d delegate) NotifyJoin(x *memberlist.Node)              { d.n.track(x, true) }
+func (d delegate) NotifyLeave(x *memberlist.Node)             { d.n.track(x, false) }
+func (d delegate) NotifyUpdate(x *memberlist.Node)            { d.n.track(x, true) }
 
 // memberlistLog turns memberlist's "[LEVEL] memberlist: text" lines into zerolog events.
 type memberlistLog struct{ log zerolog.Logger }

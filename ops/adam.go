@@ -78,11 +78,13 @@ type Adam struct {
 	byName map[string]int
 	steps  int
 	job    *adamJob
+	b1, b2 float64 // the decimal betas (see decimal)
 }
 
 type adamGroup struct {
 	lr, baseLR float32
-	lo, hi     int // its parameters: params[lo:hi]
+	lr64       float64 // decimal(lr), computed when lr is set: Step must not format floats
+	lo, hi     int     // its parameters: params[lo:hi]
 }
 
 type adamParam struct {
@@ -99,13 +101,13 @@ func NewAdam(groups []ParamGroup, cfg AdamConfig) *Adam {
 	if err := cfg.Validate(); err != nil {
 		panic(err)
 	}
-	a := &Adam{cfg: cfg, byName: map[string]int{}, job: new(adamJob)}
+	a := &Adam{cfg: cfg, byName: map[string]int{}, job: new(adamJob), b1: decimal(cfg.Beta1), b2: decimal(cfg.Beta2)}
 	for gi, g := range groups {
 		lr := g.LR
 		if lr == 0 {
 			lr = cfg.LR
 		}
-		ag := adamGroup{lr: lr, baseLR: lr, lo: len(a.params)}
+		ag := adamGroup{lr: lr, baseLR: lr, lr64: decimal(lr), lo: len(a.params)}
 		for i, p := range g.Params {
 			name := p.Name
 			if name == "" {
@@ -134,13 +136,13 @@ func decimal(f float32) float64 {
 
 // Step updates every parameter that has a gradient.
 func (a *Adam) Step() {
-	b1, b2 := decimal(a.cfg.Beta1), decimal(a.cfg.Beta2)
+	b1, b2 := a.b1, a.b2
 	j := a.job
 	j.b1, j.b2 = float32(b1), float32(b2)
 	j.c1, j.c2 = float32(1-b1), float32(1-b2)
 	j.eps, j.wd = a.cfg.Eps, a.cfg.WeightDecay
 	for _, g := range a.groups {
-		lr := decimal(g.lr)
+		lr := g.lr64
 		for i := g.lo; i < g.hi; i++ {
 			st := &a.params[i]
 			if st.p.Grad == nil {
@@ -207,14 +209,16 @@ func (a *Adam) ZeroGrad() {
 // SetLR sets every group's learning rate (a schedule with one group).
 func (a *Adam) SetLR(lr float32) {
 	for i := range a.groups {
-		a.groups[i].lr = lr
+		a.groups[i].lr, a.groups[i].lr64 = lr, decimal(lr)
 	}
 }
 
 // SetLRScale sets every group's learning rate to its initial one times s (torch's LambdaLR).
 func (a *Adam) SetLRScale(s float32) {
 	for i := range a.groups {
-		a.groups[i].lr = float32(decimal(a.groups[i].baseLR) * float64(s))
+		g := &a.groups[i]
+		g.lr64 = decimal(g.baseLR) * decimal(s)
+		g.lr = float32(g.lr64)
 	}
 }
 

@@ -96,3 +96,33 @@ func BenchmarkConvTranspose2d(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIm2col times the column matrix of one image for the generator's layers, the work a
+// backward pass redoes instead of keeping the forward's columns in the arena. Compare with
+// BenchmarkConv2d's ns/op to see what recomputing costs; the MB metric is what keeping would cost.
+func BenchmarkIm2col(b *testing.B) {
+	for _, ngf := range []int{16, 64} {
+		for _, s := range resnet9Shapes(ngf) {
+			if s.transposed {
+				continue
+			}
+			b.Run(fmt.Sprintf("ngf%d/%s_%dto%d", ngf, s.name, s.c, s.k), func(b *testing.B) {
+				g := newConvGeom(s.c, s.h, s.w, s.kh, s.kh, s.stride, s.pad)
+				if viaTranspose(&g, s.k) {
+					// This conv's backward takes the columns of dY instead.
+					g = transposeGeom(&g, s.k)
+				}
+				x := randTensor(rand.New(rand.NewPCG(1, 2)), g.c, g.h, g.w)
+				sc := getScratch()
+				defer putScratch(sc)
+				cols := make([]float32, g.rows()*g.oh*g.ow)
+				b.ResetTimer()
+				for range b.N {
+					sc.im2col(&g, x.Data, 0, g.oh, cols)
+				}
+				b.ReportMetric(float64(4*len(cols))/1e6, "MB")
+				b.ReportMetric(float64(4*len(cols))*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+}

@@ -1,13 +1,15 @@
 package ops
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Dropout zeroes each element with probability p and scales the survivors by 1/(1-p)
 // (inverted dropout, as torch.nn.Dropout), drawing the mask from rng. The mask is kept for
 // backward, which multiplies the output gradient by the same mask. Outside training, and for
 // p = 0, it is the identity and returns x itself without drawing from rng; p = 1 gives zeros.
-//
-//	x: any shape; out: that shape
+// x: any shape -> that shape
 func Dropout(tp *Tape, x *Tensor, p float32, training bool, rng *RNG) *Tensor {
 	if !(p >= 0 && p <= 1) {
 		panic(fmt.Sprintf("ops: Dropout: probability %v outside [0, 1]", p))
@@ -49,11 +51,10 @@ func dropoutMask(m []float32, p float32, rng *RNG) {
 	}
 }
 
+// keep is 0 where u < thr, else scale; masked rather than branched, as the outcome is random.
 func keep(u, thr uint32, scale float32) float32 {
-	if u < thr {
-		return 0
-	}
-	return scale
+	drop := (uint64(u) - uint64(thr)) >> 63 // 1 where u < thr
+	return math.Float32frombits(math.Float32bits(scale) & uint32(drop-1))
 }
 
 // mulLoop: dst = a * b.

@@ -1,9 +1,6 @@
 package ops
 
-import (
-	"fmt"
-	"sync"
-)
+import "fmt"
 
 // The J-level 2-D Haar DWT, exactly as pytorch_wavelets' DWTForward(J, wave='haar', mode='zero')
 // computes it (Yl, Yh), and its inverse, DWTInverse(wave='haar', mode='zero').
@@ -74,8 +71,8 @@ func HaarIDWT(tp *Tape, ll *Tensor, highs []*Tensor) *Tensor {
 	return ll
 }
 
-// haarJob is one pass over N*C planes; pooled because the worker pool keeps its Body past the
-// call, and a fresh one per call would allocate.
+// haarJob is one pass over N*C planes; recycled through a free list because a Body handed to
+// the worker pool escapes, and a fresh one per call would allocate.
 type haarJob struct {
 	kind       int
 	x, ll, hi  []float32 // planes: x (H, W), ll (Ho, Wo), hi (3, Ho, Wo)
@@ -91,7 +88,7 @@ const (
 	haarAnalysisAdd        // x (even sides) -> ll, hi (added; either may be nil)
 )
 
-var haarJobs = sync.Pool{New: func() any { return new(haarJob) }}
+var haarJobs bodyFreeList[haarJob]
 
 func (j *haarJob) Run(lo, hi int) {
 	hw, bw := j.h*j.w, j.ho*j.wo
@@ -194,12 +191,12 @@ func haarSynthesize(x, ll, lh, hl, hh []float32, h, w, ho, wo, llw int, accumula
 	}
 }
 
-// runHaar runs a job over n planes of side h*w and returns it to the pool.
+// runHaar runs a job over n planes of side h*w and returns it to the free list.
 func runHaar(j *haarJob, n int) {
 	grain := max(1, (1<<14)/max(1, j.h*j.w))
 	ParallelFor(n, grain, j)
 	*j = haarJob{}
-	haarJobs.Put(j)
+	haarJobs.put(j)
 }
 
 // haarLevel is one analysis level: x (N, C, H, W) -> ll (N, C, Ho, Wo), hi (N, C, 3, Ho, Wo).
@@ -211,7 +208,7 @@ func haarLevel(tp *Tape, x *Tensor) (ll, hi *Tensor) {
 	ho, wo := (h+1)/2, (w+1)/2
 	ll = tp.alloc(n, c, ho, wo)
 	hi = tp.alloc(n, c, 3, ho, wo)
-	j := haarJobs.Get().(*haarJob)
+	j := haarJobs.get()
 	*j = haarJob{kind: haarAnalysis, x: x.Data, ll: ll.Data, hi: hi.Data, h: h, w: w, ho: ho, wo: wo, llh: ho, llw: wo}
 	runHaar(j, n*c)
 	if tp.needs(x) {
@@ -234,7 +231,7 @@ func haarLevelBackward(nd *node) {
 	}
 	n, c, h, w := x.NCHW()
 	ho, wo := ll.Shape[2], ll.Shape[3]
-	j := haarJobs.Get().(*haarJob)
+	j := haarJobs.get()
 	*j = haarJob{kind: haarSynthesis, x: x.grad(), ll: ll.grad(), hi: hi.grad(), h: h, w: w, ho: ho, wo: wo, llh: ho, llw: wo, accumulate: true}
 	runHaar(j, n*c)
 }
@@ -249,7 +246,7 @@ func haarInvLevel(tp *Tape, ll, hi *Tensor) *Tensor {
 	}
 	ho, wo := hi.Shape[3], hi.Shape[4]
 	out := tp.alloc(n, c, 2*ho, 2*wo)
-	j := haarJobs.Get().(*haarJob)
+	j := haarJobs.get()
 	*j = haarJob{kind: haarSynthesis, x: out.Data, ll: ll.Data, hi: hi.Data, h: 2 * ho, w: 2 * wo, ho: ho, wo: wo, llh: lh, llw: lw}
 	runHaar(j, n*c)
 	if tp.needs(ll, hi) {
@@ -264,7 +261,7 @@ func haarInvLevelBackward(nd *node) {
 	out, ll, hi := nd.out, nd.in[0], nd.in[1]
 	n, c, lh, lw := ll.NCHW()
 	ho, wo := hi.Shape[3], hi.Shape[4]
-	j := haarJobs.Get().(*haarJob)
+	j := haarJobs.get()
 	*j = haarJob{kind: haarAnalysisAdd, x: out.Grad, h: 2 * ho, w: 2 * wo, ho: ho, wo: wo, llh: lh, llw: lw}
 	if ll.requiresGrad {
 		j.ll = ll.grad()

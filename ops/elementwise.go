@@ -79,8 +79,7 @@ func ewRun(f ewFunc, dst, a, b []float32, s, t float32) {
 }
 
 // Add returns a + b.
-//
-//	a, b: any shape, the same; out: that shape
+// a, b: any shape, the same -> that shape
 func Add(tp *Tape, a, b *Tensor) *Tensor {
 	mustSameShape("Add", a, b)
 	out := tp.alloc(a.Shape...)
@@ -124,8 +123,7 @@ func accScaledLoop(dst, a, _ []float32, s, _ float32) {
 }
 
 // Sub returns a - b.
-//
-//	a, b: any shape, the same; out: that shape
+// a, b: any shape, the same -> that shape
 func Sub(tp *Tape, a, b *Tensor) *Tensor {
 	mustSameShape("Sub", a, b)
 	out := tp.alloc(a.Shape...)
@@ -155,8 +153,7 @@ func subBackward(n *node) {
 }
 
 // Scale returns s * x.
-//
-//	x: any shape; out: that shape
+// x: any shape -> that shape
 func Scale(tp *Tape, x *Tensor, s float32) *Tensor {
 	out := tp.alloc(x.Shape...)
 	ewRun(scaleLoop, out.Data, x.Data, nil, s, 0)
@@ -179,8 +176,7 @@ func scaleBackward(n *node) {
 }
 
 // AddScalar returns x + s.
-//
-//	x: any shape; out: that shape
+// x: any shape -> that shape
 func AddScalar(tp *Tape, x *Tensor, s float32) *Tensor {
 	out := tp.alloc(x.Shape...)
 	ewRun(addScalarLoop, out.Data, x.Data, nil, s, 0)
@@ -202,8 +198,7 @@ func addScalarBackward(n *node) {
 }
 
 // Concat joins a and b along dimension 1 (channels), a first, like torch.cat([a, b], 1).
-//
-//	a: (N, Ca, ...); b: (N, Cb, ...) with the same trailing dimensions; out: (N, Ca+Cb, ...)
+// a: (N, Ca, ...); b: (N, Cb, ...) with the same trailing dimensions -> (N, Ca+Cb, ...)
 func Concat(tp *Tape, a, b *Tensor) *Tensor {
 	if !concatCompatible(a, b) {
 		panic(fmt.Sprintf("ops: Concat: shapes %v and %v differ outside dimension 1", a.Shape, b.Shape))

@@ -254,98 +254,126 @@ func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int) {
 			}
 			continue
 		}
-		for r := range rows {
-			src := a[(i0+ir+r)*lda+p0 : (i0+ir+r)*lda+p0+kb]
-			for p, v := range src {
-				panel[p*mr+r] = v
-			}
-		}
-		for r := rows; r < mr; r++ {
-			for p := range kb {
-				panel[p*mr+r] = 0
-			}
-		}
+		gatherRows(panel, mr, a, (i0+ir)*lda+p0, lda, rows, kb)
 	}
 }
 
 // packB copies op(B)[p0:p0+kb, j0:j0+nb] into dst as panels of nr columns, each panel
 // stored k-major (dst[p*nr + c]); columns past nb are zero.
 func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr int) {
+	if !trans {
+		// Walk each source row once, front to back, dealing nr-wide pieces to the panels:
+		// one sequential stream per row is what the prefetcher handles best.
+		full := nb / nr * nr
+		for p := range kb {
+			src := b[(p0+p)*ldb+j0 : (p0+p)*ldb+j0+nb]
+			for jr := 0; jr < full; jr += nr {
+				copy(dst[jr*kb+p*nr:jr*kb+p*nr+nr], src[jr:jr+nr])
+			}
+			if full < nb {
+				d := dst[full*kb+p*nr : full*kb+p*nr+nr]
+				copy(d, src[full:])
+				clear(d[nb-full:])
+			}
+		}
+		return
+	}
 	for jr := 0; jr < nb; jr += nr {
 		panel := dst[jr*kb : jr*kb+nr*kb]
 		cols := min(nr, nb-jr)
-		if !trans {
-			for p := range kb {
-				src := b[(p0+p)*ldb+j0+jr:]
-				d := panel[p*nr : p*nr+nr]
-				copy(d[:cols], src[:cols])
-				clear(d[cols:])
-			}
-			continue
-		}
 		// op(B)[p][j] = b[j*ldb + p]: each column of the panel is a contiguous row of b.
-		for c := range cols {
-			src := b[(j0+jr+c)*ldb+p0 : (j0+jr+c)*ldb+p0+kb]
-			for p, v := range src {
-				panel[p*nr+c] = v
-			}
+		gatherRows(panel, nr, b, (j0+jr)*ldb+p0, ldb, cols, kb)
+	}
+}
+
+// gatherRows transposes rows src[off + r*ld : +kb] (r < rows) into dst[p*w + r], zeroing
+// lanes rows..w-1. Eight (then four) source rows are walked together so each write is a
+// contiguous run instead of a stride-w scatter.
+func gatherRows(dst []float32, w int, src []float32, off, ld, rows, kb int) {
+	dst = dst[:kb*w]
+	r := 0
+	for ; r+8 <= rows; r += 8 {
+		s0 := src[off+r*ld : off+r*ld+kb]
+		s1 := src[off+(r+1)*ld : off+(r+1)*ld+kb]
+		s2 := src[off+(r+2)*ld : off+(r+2)*ld+kb]
+		s3 := src[off+(r+3)*ld : off+(r+3)*ld+kb]
+		s4 := src[off+(r+4)*ld : off+(r+4)*ld+kb]
+		s5 := src[off+(r+5)*ld : off+(r+5)*ld+kb]
+		s6 := src[off+(r+6)*ld : off+(r+6)*ld+kb]
+		s7 := src[off+(r+7)*ld : off+(r+7)*ld+kb]
+		p0 := 0
+		if kb >= 8 && transpose8(dst[r:], w, src[off+r*ld:], ld, kb/8) {
+			p0 = kb / 8 * 8
 		}
-		if cols < nr {
-			for p := range kb {
-				clear(panel[p*nr+cols : p*nr+nr])
-			}
+		for p := p0; p < len(s0); p++ {
+			d := dst[p*w+r : p*w+r+8 : p*w+r+8]
+			d[0], d[1], d[2], d[3] = s0[p], s1[p], s2[p], s3[p]
+			d[4], d[5], d[6], d[7] = s4[p], s5[p], s6[p], s7[p]
+		}
+	}
+	for ; r+4 <= rows; r += 4 {
+		s0 := src[off+r*ld : off+r*ld+kb]
+		s1 := src[off+(r+1)*ld : off+(r+1)*ld+kb]
+		s2 := src[off+(r+2)*ld : off+(r+2)*ld+kb]
+		s3 := src[off+(r+3)*ld : off+(r+3)*ld+kb]
+		for p := range s0 {
+			d := dst[p*w+r : p*w+r+4 : p*w+r+4]
+			d[0], d[1], d[2], d[3] = s0[p], s1[p], s2[p], s3[p]
+		}
+	}
+	for ; r < rows; r++ {
+		s0 := src[off+r*ld : off+r*ld+kb]
+		for p, v := range s0 {
+			dst[p*w+r] = v
+		}
+	}
+	if rows < w {
+		for p := range kb {
+			clear(dst[p*w+rows : p*w+w])
 		}
 	}
 }
 
-// sgemmKernelGo is the portable 4x4 micro-kernel: sixteen scalar accumulators, which the
-// Go compiler keeps mostly in registers.
+// sgemmKernelGo is the portable 4x4 micro-kernel. It runs as two passes of two rows so
+// the eight accumulators and six operands stay in the 15 registers Go can use (a single
+// 4x4 pass spills half its accumulators to the stack and runs at half the speed).
 func sgemmKernelGo(kc int, ap, bp, cp *float32, ldc int, alpha, beta float32) {
 	a := unsafe.Slice(ap, kc*4)
 	b := unsafe.Slice(bp, kc*4)
 	c := unsafe.Slice(cp, 3*ldc+4)
-	var c00, c01, c02, c03, c10, c11, c12, c13 float32
-	var c20, c21, c22, c23, c30, c31, c32, c33 float32
-	for p := 0; p+4 <= len(a) && p+4 <= len(b); p += 4 {
-		av := a[p : p+4 : p+4]
-		bv := b[p : p+4 : p+4]
-		a0, a1, a2, a3 := av[0], av[1], av[2], av[3]
-		b0, b1, b2, b3 := bv[0], bv[1], bv[2], bv[3]
-		c00 += a0 * b0
-		c01 += a0 * b1
-		c02 += a0 * b2
-		c03 += a0 * b3
-		c10 += a1 * b0
-		c11 += a1 * b1
-		c12 += a1 * b2
-		c13 += a1 * b3
-		c20 += a2 * b0
-		c21 += a2 * b1
-		c22 += a2 * b2
-		c23 += a2 * b3
-		c30 += a3 * b0
-		c31 += a3 * b1
-		c32 += a3 * b2
-		c33 += a3 * b3
-	}
-	acc := [4][4]float32{
-		{c00, c01, c02, c03},
-		{c10, c11, c12, c13},
-		{c20, c21, c22, c23},
-		{c30, c31, c32, c33},
-	}
-	for r := range 4 {
-		row := c[r*ldc : r*ldc+4 : r*ldc+4]
-		if beta == 0 {
-			for x := range row {
-				row[x] = alpha * acc[r][x]
-			}
-			continue
+	for r := 0; r < 4; r += 2 {
+		var c00, c01, c02, c03, c10, c11, c12, c13 float32
+		ar := a[r:]
+		for p := 0; p+2 <= len(ar) && p+4 <= len(b); p += 4 {
+			av := ar[p : p+2 : p+2]
+			bv := b[p : p+4 : p+4]
+			a0, a1 := av[0], av[1]
+			b0, b1, b2, b3 := bv[0], bv[1], bv[2], bv[3]
+			c00 += a0 * b0
+			c01 += a0 * b1
+			c02 += a0 * b2
+			c03 += a0 * b3
+			c10 += a1 * b0
+			c11 += a1 * b1
+			c12 += a1 * b2
+			c13 += a1 * b3
 		}
-		for x := range row {
-			row[x] = alpha*acc[r][x] + beta*row[x]
-		}
+		storeRowGo(c[r*ldc:r*ldc+4:r*ldc+4], c00, c01, c02, c03, alpha, beta)
+		storeRowGo(c[(r+1)*ldc:(r+1)*ldc+4:(r+1)*ldc+4], c10, c11, c12, c13, alpha, beta)
 	}
+}
+
+// storeRowGo does row = alpha*(x0..x3) + beta*row, not reading row when beta == 0.
+func storeRowGo(row []float32, x0, x1, x2, x3, alpha, beta float32) {
+	row = row[:4]
+	if beta == 0 {
+		row[0], row[1], row[2], row[3] = alpha*x0, alpha*x1, alpha*x2, alpha*x3
+		return
+	}
+	row[0] = alpha*x0 + beta*row[0]
+	row[1] = alpha*x1 + beta*row[1]
+	row[2] = alpha*x2 + beta*row[2]
+	row[3] = alpha*x3 + beta*row[3]
 }
 
 // SgemmGFLOPS times reps calls of a non-transposed (m, k) x (k, n) Sgemm with the current

@@ -12,12 +12,31 @@ import "golang.org/x/sys/cpu"
 func sgemmKernelAVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
+func transpose8Pack(dst *float32, w int, src *float32, ld int, blocks int)
+
+//go:noescape
 func sgemmKernelAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 
 var (
 	kernelAVX512 = gemmKernel{name: "avx512", mr: 8, nr: 32, fn: sgemmKernelAVX512}
 	kernelAVX2   = gemmKernel{name: "avx2", mr: 6, nr: 16, fn: sgemmKernelAVX2}
 )
+
+// hasTranspose8 says transpose8 may use the AVX routine; tests turn it off to check the
+// portable loop.
+var hasTranspose8 = cpu.X86.HasAVX
+
+// transpose8 does dst[(8*q+j)*w + i] = src[i*ld + 8*q + j] for i, j < 8 and q < blocks
+// and reports whether it did (false: the caller uses its portable loop).
+func transpose8(dst []float32, w int, src []float32, ld, blocks int) bool {
+	if !hasTranspose8 || blocks == 0 {
+		return false
+	}
+	_ = dst[(8*blocks-1)*w+7] // bounds, checked once here instead of in the assembly
+	_ = src[7*ld+8*blocks-1]
+	transpose8Pack(&dst[0], w, &src[0], ld, blocks)
+	return true
+}
 
 // bestKernel picks the widest kernel this CPU and OS support (x/sys/cpu checks that the
 // OS saves the wide registers too).

@@ -43,12 +43,15 @@ func randSlice(r *rand.Rand, n int) []float32 {
 	return s
 }
 
-// withKernel runs f with Sgemm forced onto kern.
+// withKernel runs f with Sgemm forced onto kern (and, for the Go kernel, Go packing).
 func withKernel(t *testing.T, kern *gemmKernel, f func()) {
 	t.Helper()
-	old := gemmKern
+	old, oldTr := gemmKern, hasTranspose8
 	gemmKern = kern
-	defer func() { gemmKern = old }()
+	if kern == &kernelGo {
+		hasTranspose8 = false // the purego build packs without assembly too
+	}
+	defer func() { gemmKern, hasTranspose8 = old, oldTr }()
 	f()
 }
 

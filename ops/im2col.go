@@ -74,12 +74,25 @@ func im2colRows(g *convGeom, src []float32, oh0, oh1 int, dst []float32, r0, r1 
 				copy(seg[lo:hi], in[lo-p+j:])
 				continue
 			}
-			iw := lo*s - p + j
-			for ow := lo; ow < hi; ow++ {
-				seg[ow] = in[iw]
-				iw += s
-			}
+			gatherStrided(seg[lo:hi], in[lo*s-p+j:], s)
 		}
+	}
+}
+
+// gatherStrided sets dst[t] = src[t*s].
+func gatherStrided(dst, src []float32, s int) {
+	if len(dst) == 0 {
+		return
+	}
+	if s == 2 {
+		// Four at a time with the lengths checked once: the common downsampling stride.
+		for len(dst) >= 4 && len(src) >= 8 {
+			dst[0], dst[1], dst[2], dst[3] = src[0], src[2], src[4], src[6]
+			dst, src = dst[4:], src[8:]
+		}
+	}
+	for t := range dst {
+		dst[t] = src[t*s]
 	}
 }
 
@@ -114,14 +127,26 @@ func col2imChannels(g *convGeom, src []float32, oh0, oh1 int, dst []float32, c0,
 						}
 						continue
 					}
-					iw := lo*s - p + j
-					for ow := lo; ow < hi; ow++ {
-						out[iw] += seg[ow]
-						iw += s
-					}
+					scatterAddStrided(out[lo*s-p+j:], seg[lo:hi], s)
 				}
 			}
 		}
+	}
+}
+
+// scatterAddStrided does dst[t*s] += src[t].
+func scatterAddStrided(dst, src []float32, s int) {
+	if s == 2 {
+		for len(src) >= 4 && len(dst) >= 8 {
+			dst[0] += src[0]
+			dst[2] += src[1]
+			dst[4] += src[2]
+			dst[6] += src[3]
+			dst, src = dst[8:], src[4:]
+		}
+	}
+	for t, v := range src {
+		dst[t*s] += v
 	}
 }
 

@@ -7,8 +7,7 @@ import "math"
 // compare with one target value everywhere (GAN losses: real = 1, fake = 0).
 
 // L1Loss returns mean(|x - y|). Its gradient at x = y is 0, as in PyTorch.
-//
-//	x, y: any shape, the same; out: (1)
+// x, y: any shape, the same -> (1)
 func L1Loss(tp *Tape, x, y *Tensor) *Tensor {
 	mustSameShape("L1Loss", x, y)
 	out := tp.alloc(1)
@@ -46,23 +45,24 @@ func l1Backward(n *node) {
 	}
 }
 
-// l1BackLoop: dst += s * sign(x - y).
+// l1BackLoop: dst += s * sign(x - y). The sign is copied bitwise (a branch on it would be
+// mispredicted half the time); only the rare exact zero branches.
 func l1BackLoop(dst, x, y []float32, s, _ float32) {
+	const signBit = 1 << 31
+	sb := math.Float32bits(s)
 	y = y[:len(x)]
 	dst = dst[:len(x)]
 	for i, v := range x {
 		d := v - y[i]
-		if d > 0 {
-			dst[i] += s
-		} else if d < 0 {
-			dst[i] -= s
+		if d == 0 {
+			continue
 		}
+		dst[i] += math.Float32frombits(sb ^ (math.Float32bits(d) & signBit))
 	}
 }
 
 // MSELoss returns mean((x - y)²).
-//
-//	x, y: any shape, the same; out: (1)
+// x, y: any shape, the same -> (1)
 func MSELoss(tp *Tape, x, y *Tensor) *Tensor {
 	mustSameShape("MSELoss", x, y)
 	out := tp.alloc(1)
@@ -110,8 +110,7 @@ func diffAccLoop(dst, x, y []float32, s, _ float32) {
 }
 
 // MSEConst returns mean((x - target)²), the LSGAN loss against a constant label.
-//
-//	x: any shape; out: (1)
+// x: any shape -> (1)
 func MSEConst(tp *Tape, x *Tensor, target float32) *Tensor {
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(sqConstLoop, x.Data, nil, target) / float64(len(x.Data)))
@@ -147,8 +146,7 @@ func diffConstAccLoop(dst, x, _ []float32, s, t float32) {
 
 // BCEWithLogits returns mean(max(x,0) - x*y + log(1 + exp(-|x|))), the binary cross entropy
 // of sigmoid(x) against y written so that no exponential overflows.
-//
-//	x (logits), y (targets in [0, 1]): any shape, the same; out: (1)
+// x (logits), y (targets in [0, 1]): any shape, the same -> (1)
 func BCEWithLogits(tp *Tape, x, y *Tensor) *Tensor {
 	mustSameShape("BCEWithLogits", x, y)
 	out := tp.alloc(1)
@@ -196,8 +194,7 @@ func bceBackLoop(dst, x, y []float32, s, _ float32) {
 }
 
 // BCEWithLogitsConst is BCEWithLogits against a constant target: the vanilla GAN loss.
-//
-//	x (logits): any shape; out: (1)
+// x (logits): any shape -> (1)
 func BCEWithLogitsConst(tp *Tape, x *Tensor, target float32) *Tensor {
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(bceConstLoop, x.Data, nil, target) / float64(len(x.Data)))

@@ -14,8 +14,7 @@ import (
 // InstanceNorm2d normalizes each (n, c) plane of x to zero mean and unit variance, then, when
 // gamma and beta are given (affine=True), scales by gamma[c] and shifts by beta[c]. Pass nil
 // for both for affine=False, the reference CycleGAN's setting. eps is PyTorch's 1e-5.
-//
-//	x: (N, C, H, W); gamma, beta: (C) or nil; out: (N, C, H, W)
+// x: (N, C, H, W); gamma, beta: (C) or nil -> (N, C, H, W)
 func InstanceNorm2d(tp *Tape, x, gamma, beta *Tensor, eps float32) *Tensor {
 	n, c, h, w := x.NCHW()
 	mustAffine("InstanceNorm2d", x, gamma, beta)
@@ -102,8 +101,7 @@ func instanceNormBackwardPlanes(k *normKernel, lo, hi int) {
 // M = N*H*W); gradients flow through the batch statistics. Outside training it normalizes
 // with runMean and runVar (batch statistics if they are nil, like track_running_stats=False).
 // gamma and beta nil is affine=False. PyTorch's defaults: momentum 0.1, eps 1e-5.
-//
-//	x: (N, C, H, W); gamma, beta, runMean, runVar: (C) or nil; out: (N, C, H, W)
+// x: (N, C, H, W); gamma, beta, runMean, runVar: (C) or nil -> (N, C, H, W)
 func BatchNorm2d(tp *Tape, x, gamma, beta, runMean, runVar *Tensor, training bool, momentum, eps float32) *Tensor {
 	n, c, h, w := x.NCHW()
 	mustAffine("BatchNorm2d", x, gamma, beta)

@@ -73,8 +73,7 @@ func sumLoop(a, _ []float32, _ float32) float64 {
 }
 
 // Sum returns the sum of all elements.
-//
-//	x: any shape; out: (1)
+// x: any shape -> (1)
 func Sum(tp *Tape, x *Tensor) *Tensor {
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(sumLoop, x.Data, nil, 0))
@@ -96,8 +95,7 @@ func accConstLoop(dst, _, _ []float32, s, _ float32) {
 }
 
 // Mean returns the mean of all elements (NaN for an empty tensor, as in PyTorch).
-//
-//	x: any shape; out: (1)
+// x: any shape -> (1)
 func Mean(tp *Tape, x *Tensor) *Tensor {
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(sumLoop, x.Data, nil, 0) / float64(len(x.Data)))

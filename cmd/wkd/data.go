@@ -48,7 +48,7 @@ func runData(args []string) error {
 		Train: *train, Val: *val, Test: *test, Force: *force,
 		Edges: data.EdgeParams{Sigma: *sigma, High: *high, Low: *low}}
 	if !*quiet {
-		cfg.Progress = progressPrinter(os.Stderr)
+		cfg.Progress = dataProgressPrinter(os.Stderr)
 	}
 	start := time.Now()
 	res, err := data.Build(cfg)
@@ -60,7 +60,7 @@ func runData(args []string) error {
 		verb = "already complete, nothing written:"
 	}
 	var parts []string
-	for _, k := range sortedKeys(res.Counts) {
+	for _, k := range dataSortedKeys(res.Counts) {
 		parts = append(parts, fmt.Sprintf("%s %d", k, res.Counts[k]))
 	}
 	fmt.Printf("%s %s %s (%s) in %.1fs\n", *name, verb, res.Dir, strings.Join(parts, ", "), time.Since(start).Seconds())
@@ -70,8 +70,8 @@ func runData(args []string) error {
 	return nil
 }
 
-// progressPrinter redraws one status line, at most every 100 ms and at the end of each split.
-func progressPrinter(w io.Writer) func(split string, done, total int) {
+// dataProgressPrinter redraws one status line, at most every 100 ms and at the end of each split.
+func dataProgressPrinter(w io.Writer) func(split string, done, total int) {
 	var last time.Time
 	return func(split string, done, total int) {
 		if done != total && time.Since(last) < 100*time.Millisecond {
@@ -85,7 +85,7 @@ func progressPrinter(w io.Writer) func(split string, done, total int) {
 	}
 }
 
-func sortedKeys(m map[string]int) []string {
+func dataSortedKeys(m map[string]int) []string {
 	var ks []string
 	for k := range m {
 		ks = append(ks, k)

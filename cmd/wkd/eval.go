@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"wkd/data"
+	"wkd/metrics"
+	"wkd/models"
+	"wkd/ops"
+	"wkd/trainer"
+)
+
+func init() {
+	register(command{name: "eval", summary: "evaluate generators on a test set; write report.json and report.html", run: runEval})
+	register(command{name: "train-features", summary: "train the Fashion-MNIST feature network of the Frechet distance", run: runTrainFeatures})
+}
+
+type evalModel struct {
+	name string
+	run  string
+	cfg  trainer.Config
+	spec models.Spec
+	g    models.Module
+}
+
+func runEval(args []string) error {
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	runs := fs.String("runs", "runs/teacher,runs/none,runs/pixel,runs/wavelet", "run folders to evaluate, comma separated; the first is the reference for compression and speedup (the teacher)")
+	names := fs.String("names", "", "display names, comma separated (default: the folder names)")
+	dataDir := fs.String("data", "", "dataset folder (default: the first run's)")
+	features := fs.String("features", "runs/features.safetensors", "feature network weights for the Frechet distance (make them with 'wkd train-features')")
+	out := fs.String("out", "report", "folder for report.json and report.html")
+	maxImages := fs.Int("max-images", 200, "evaluate at most this many test images")
+	speedSize := fs.Int("speed-size", 256, "image side at which inference time is measured")
+	speedReps := fs.Int("speed-reps", 5, "timed inferences per model (the median is reported)")
+	samples := fs.Int("samples", 8, "rows in the sample grid")
+	levels := fs.Int("levels", 3, "Haar levels for the band energies")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	runList := strings.Split(*runs, ",")
+	var nameList []string
+	if *names != "" {
+		nameList = strings.Split(*names, ",")
+		if len(nameList) != len(runList) {
+			return fmt.Errorf("--names has %d entries for %d --runs", len(nameList), len(runList))
+		}
+	}
+	var ms []evalModel
+	for i, r := range runList {
+		cfg, err := trainer.LoadConfig(r)
+		if err != nil {
+			return fmt.Errorf("--runs: %w", err)
+		}
+		m := evalModel{name: filepath.Base(r), run: r, cfg: cfg, spec: cfg.G}
+		if nameList != nil {
+			m.name = nameList[i]
+		}
+		file := "G.safetensors"
+		if cfg.Task == trainer.CycleGAN {
+			file = "G_A.safetensors" // A -> B, the paper's G
+		}
+		if m.g, err = models.Build(m.spec); err != nil {
+			return err
+		}
+		if _, err := models.Load(filepath.Join(r, file), m.g); err != nil {
+			return fmt.Errorf("--runs %s: %w (has the run finished?)", r, err)
+		}
+		ms = append(ms, m)
+	}
+	task := ms[0].cfg.Task
+	for _, m := range ms[1:] {
+		if m.cfg.Task != task {
+			return fmt.Errorf("--runs mixes %s (%s) and %s (%s)", ms[0].run, task, m.run, m.cfg.Task)
+		}
+	}
+	root := *dataDir
+	if root == "" {
+		root = ms[0].cfg.Data
+	}
+	fnet, acc, err := metrics.LoadFeatureNet(*features)
+	if err != nil {
+		return err
+	}
+
+	dcfg := data.DefaultPix2PixConfig(root)
+	if task == trainer.CycleGAN {
+		dcfg = data.DefaultCycleGANConfig(root)
+	}
+	dcfg.Phase, dcfg.Train = "test", false
+	dcfg.InputNC, dcfg.OutputNC = ms[0].spec.InputNC, ms[0].spec.OutputNC
+	dcfg.LoadSize, dcfg.CropSize = ms[0].cfg.CropSize, ms[0].cfg.CropSize
+	ds, err := data.Open(dcfg)
+	if err != nil {
+		return err
+	}
+	n := min(*maxImages, ds.Len())
+	fmt.Fprintf(os.Stderr, "evaluating %d models on %d test images of %s\n", len(ms), n, root)
+
+	var inputs, reals []metrics.Image
+	outs := make([][]metrics.Image, len(ms))
+	tp := ops.NewTape()
+	tp.SetNoGrad(true)
+	for i := range n {
+		s, err := ds.Load(0, 0, i)
+		if err != nil {
+			return err
+		}
+		a := metrics.Image{C: s.AShape[0], H: s.AShape[1], W: s.AShape[2], Pix: s.A}
+		b := metrics.Image{C: s.BShape[0], H: s.BShape[1], W: s.BShape[2], Pix: s.B}
+		inputs, reals = append(inputs, a), append(reals, b)
+		x := ops.FromData(s.A, 1, a.C, a.H, a.W)
+		for k, m := range ms {
+			tp.Reset()
+			y := m.g.Forward(tp, x, false)
+			outs[k] = append(outs[k], metrics.Image{C: y.Shape[1], H: y.Shape[2], W: y.Shape[3], Pix: append([]float32(nil), y.Data...)})
+		}
+		if (i+1)%50 == 0 || i == n-1 {
+			fmt.Fprintf(os.Stderr, "\rgenerated %d/%d", i+1, n)
+		}
+	}
+	fmt.Fprintln(os.Stderr)
+
+	rep := &metrics.Report{Dataset: root, Task: string(task), Paired: task == trainer.Pix2Pix, Images: n,
+		Size: [2]int{reals[0].H, reals[0].W}, SpeedSize: *speedSize, Threads: ops.Threads(),
+		FeatureNet: *features, FeatureAccuracy: 100 * acc}
+	bands, realE := metrics.BandEnergies(reals, *levels)
+	for _, b := range bands {
+		rep.Bands = append(rep.Bands, b.String())
+	}
+	rep.RealEnergies = realE
+	rep.RealSpectrum = metrics.Spectrum(reals)
+	realG, err := metrics.Fit(fnet.Features(reals))
+	if err != nil {
+		return err
+	}
+	for k, m := range ms {
+		r := metrics.Result{Name: m.name, Run: m.run, Arch: m.spec.String(), Params: models.CountParams(m.g)}
+		r.MACs, _ = models.CountMACs(m.spec, rep.Size[0], rep.Size[1])
+		r.MACsSpeed, _ = models.CountMACs(m.spec, *speedSize, *speedSize)
+		if rep.Paired {
+			for i := range n {
+				r.PSNR += metrics.PSNR(outs[k][i], reals[i]) / float64(n)
+				r.SSIM += metrics.SSIM(outs[k][i], reals[i]) / float64(n)
+				r.L1 += metrics.L1(outs[k][i], reals[i]) / float64(n)
+			}
+		}
+		g, err := metrics.Fit(fnet.Features(outs[k]))
+		if err != nil {
+			return err
+		}
+		if r.FD, err = metrics.FrechetDistance(g, realG); err != nil {
+			return err
+		}
+		_, r.BandEnergies = metrics.BandEnergies(outs[k], *levels)
+		r.Spectrum = metrics.Spectrum(outs[k])
+		r.SpectrumDist = metrics.SpectrumDistance(r.Spectrum, rep.RealSpectrum)
+		r.InferenceMs = inferenceMs(m, *speedSize, *speedReps)
+		r.Curves, r.Steps = lossCurves(filepath.Join(m.run, "log.jsonl"))
+		rep.Results = append(rep.Results, r)
+		fmt.Fprintf(os.Stderr, "%-10s FD %.3f  spectrum %.4f  %.1f ms @%dpx", m.name, r.FD, r.SpectrumDist, r.InferenceMs, *speedSize)
+		if rep.Paired {
+			fmt.Fprintf(os.Stderr, "  PSNR %.2f  SSIM %.4f", r.PSNR, r.SSIM)
+		}
+		fmt.Fprintln(os.Stderr)
+	}
+	t := rep.Results[0]
+	for i := range rep.Results {
+		r := &rep.Results[i]
+		r.ParamRatio = float64(t.Params) / float64(r.Params)
+		r.MACRatio = float64(t.MACs) / float64(r.MACs)
+		r.Speedup = t.InferenceMs / r.InferenceMs
+	}
+	rep.Columns = []string{"input"}
+	var rows [][]metrics.Image
+	for i := range min(*samples, n) {
+		row := []metrics.Image{inputs[i]}
+		for k := range ms {
+			row = append(row, outs[k][i])
+		}
+		rows = append(rows, append(row, reals[i]))
+	}
+	for _, m := range ms {
+		rep.Columns = append(rep.Columns, m.name)
+	}
+	rep.Columns = append(rep.Columns, "target")
+	rep.Grid = metrics.Grid(rows, max(1, 96/rep.Size[0]))
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	if err := rep.WriteJSON(filepath.Join(*out, "report.json")); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "samples.png"), rep.Grid, 0o644); err != nil {
+		return err
+	}
+	if err := rep.WriteHTML(filepath.Join(*out, "report.html")); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", filepath.Join(*out, "report.json"), filepath.Join(*out, "report.html"))
+	return nil
+}
+
+// inferenceMs is the median time of one batch-1 forward pass at size x size, no tape recorded.
+func inferenceMs(m evalModel, size, reps int) float64 {
+	x := ops.New(1, m.spec.InputNC, size, size)
+	tp := ops.NewTape()
+	tp.SetNoGrad(true)
+	m.g.Forward(tp, x, false) // warm the arena
+	times := make([]float64, reps)
+	for i := range times {
+		tp.Reset()
+		t0 := time.Now()
+		m.g.Forward(tp, x, false)
+		times[i] = float64(time.Since(t0).Microseconds()) / 1e3
+	}
+	return median(times)
+}
+
+// lossCurves reads the step lines of a run's log.jsonl into one curve per loss.
+func lossCurves(path string) ([]metrics.Curve, int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0
+	}
+	defer f.Close()
+	skip := map[string]bool{"step": true, "epoch": true, "rank": true, "img_per_s": true, "sync_ms": true, "lr": true,
+		"kd_share": true, "level": true, "time": true, "message": true, "node": true, "generation": true}
+	byName := map[string]*metrics.Curve{}
+	var order []string
+	var last int64
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line["message"] != "step" {
+			continue
+		}
+		step, _ := line["step"].(float64)
+		last = int64(step)
+		for k, v := range line {
+			fv, ok := v.(float64)
+			if !ok || skip[k] {
+				continue
+			}
+			c := byName[k]
+			if c == nil {
+				c = &metrics.Curve{Name: k}
+				byName[k] = c
+				order = append(order, k)
+			}
+			c.Steps, c.Vals = append(c.Steps, step), append(c.Vals, fv)
+		}
+	}
+	var out []metrics.Curve
+	for _, k := range order {
+		out = append(out, *byName[k])
+	}
+	return out, last
+}
+
+func runTrainFeatures(args []string) error {
+	fs := flag.NewFlagSet("train-features", flag.ContinueOnError)
+	cfg := metrics.DefaultTrainConfig("/usr/share/datasets/fashion-mnist")
+	fs.StringVar(&cfg.Source, "source", cfg.Source, "Fashion-MNIST folder (Debian package dataset-fashion-mnist)")
+	fs.IntVar(&cfg.Samples, "samples", cfg.Samples, "training images to use (at most 60000)")
+	fs.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "passes over them")
+	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "minibatch size")
+	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
+	out := fs.String("out", "runs/features.safetensors", "where to write the weights")
+	threads := fs.Int("threads", runtime.NumCPU(), "compute threads")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if cfg.Samples < cfg.Batch || cfg.Epochs < 1 || cfg.Batch < 1 {
+		return errors.New("--samples must be at least --batch, and --epochs and --batch at least 1")
+	}
+	ops.SetThreads(*threads)
+	t0 := time.Now()
+	n, acc, err := metrics.TrainFeatureNet(cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		return err
+	}
+	if err := n.Save(*out, acc); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "feature network: test accuracy %.2f%% after %s; weights in %s\n", 100*acc, time.Since(t0).Round(time.Second), *out)
+	return nil
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Makes the CUDA 11.8 headers and libraries (cuda.h, cublas_v2.h, libcuda, libcudart, libcublas)
+# available to `go build -tags cuda` WITHOUT touching the system's apt configuration: a private
+# apt setup (own sources.list, lists and cache in a temp dir) built from the machine's own Debian
+# mirror and suite plus the contrib and non-free components, `apt-get download` of the packages,
+# and `dpkg -x` into .cuda/ (git-ignored). Prints `export CGO_...` lines to eval:
+#
+#   eval "$(bash scripts/cuda-deps.sh)"
+#   go build -tags cuda ./ops/cuda/...
+#
+# With WKD_CUDA_NVCC=1 it also fetches Debian's nvidia-cuda-toolkit (nvcc) into .cuda/ so
+# `go generate -tags cuda ./ops/cuda/` can produce the PTX on a machine without CUDA installed.
+# Idempotent: skips what is already extracted. Progress goes to stderr, exports to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD/.cuda"
+mkdir -p "$root"
+
+log() { echo "cuda-deps: $*" >&2; }
+
+# Headers and link-time libraries. libcuda1 carries the driver API (libcuda.so.1); on a machine
+# with a GPU the driver's own copy is used at run time.
+pkgs=(nvidia-cuda-dev libcudart11.0 libcublas11 libcublaslt11 libcuda1 libnvidia-ptxjitcompiler1)
+[ "${WKD_CUDA_NVCC:-0}" = 1 ] && pkgs+=(nvidia-cuda-toolkit nvidia-cuda-toolkit-doc- libnvvm4 nvidia-opencl-dev- )
+
+stamp="$root/.done-$(printf '%s\n' "${pkgs[@]}" | sha256sum | cut -c1-12)"
+
+# mirror_and_suite prints "URL SUITE" of the machine's main Debian archive (not -security,
+# not -updates), read from deb822 .sources files or the one-line sources.list format.
+mirror_and_suite() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    awk '
+      function flush() { if (uri != "" && suite != "" && uri !~ /security/ && !done) { print uri, suite; done=1 } uri=""; suite="" }
+      /^[[:space:]]*$/ { flush(); next }
+      /^[[:space:]]*#/ { next }
+      tolower($1) == "uris:"   { uri = $2 }
+      tolower($1) == "suites:" { suite = $2 }
+      END { flush() }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -r "$f" ] || continue
+    awk '$1 == "deb" {
+           i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+           if ($i !~ /security/ && $(i+1) !~ /-(updates|security|backports)$/) { print $i, $(i+1); exit }
+         }' "$f"
+  done
+}
+
+if [ ! -e "$stamp" ]; then
+  read -r mirror suite < <(mirror_and_suite | head -n1) || true
+  if [ -z "${mirror:-}" ] || [ -z "${suite:-}" ]; then
+    log "no Debian mirror found in /etc/apt/sources.list or /etc/apt/sources.list.d/; add one and rerun" >&2
+    exit 1
+  fi
+  log "using $mirror $suite (main contrib non-free non-free-firmware), private apt state"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/parts" "$tmp/debs"
+  echo "deb $mirror $suite main contrib non-free non-free-firmware" >"$tmp/sources.list"
+  # The download sandbox user (_apt) must be able to write into the private dirs.
+  chmod -R a+rwX "$tmp"
+  apt_opts=(
+    -o "Dir::Etc::SourceList=$tmp/sources.list"
+    -o "Dir::Etc::SourceParts=$tmp/parts"
+    -o "Dir::State::Lists=$tmp/lists"
+    -o "Dir::Cache=$tmp/cache"
+    -o "Dir::State::status=/var/lib/dpkg/status"
+    -o "Debug::NoLocking=1"
+    -o "APT::Get::List-Cleanup=0"
+  )
+  apt-get "${apt_opts[@]}" -qq update >&2
+  # Resolve "pkg-" (optional) names: keep only packages the archive knows.
+  want=()
+  for p in "${pkgs[@]}"; do
+    [ "${p%-}" != "$p" ] && continue
+    if apt-cache "${apt_opts[@]}" show "$p" >/dev/null 2>&1; then
+      want+=("$p")
+    else
+      log "package $p not in $suite; skipped"
+    fi
+  done
+  (cd "$tmp/debs" && apt-get "${apt_opts[@]}" -qq download "${want[@]}" >&2)
+  for deb in "$tmp"/debs/*.deb; do
+    log "extracting $(basename "$deb")"
+    dpkg -x "$deb" "$root"
+  done
+  touch "$stamp"
+fi
+
+inc="$root/usr/include"
+lib="$root/usr/lib/x86_64-linux-gnu"
+# Debian ships only versioned sonames in the runtime packages; give the linker plain names.
+for so in libcuda libcudart libcublas libcublasLt; do
+  if [ ! -e "$lib/$so.so" ]; then
+    real="$(ls "$lib/$so.so."* 2>/dev/null | sort -V | tail -n1 || true)"
+    [ -n "$real" ] && ln -sf "$(basename "$real")" "$lib/$so.so"
+  fi
+done
+for need in "$inc/cuda.h" "$inc/cublas_v2.h" "$lib/libcuda.so" "$lib/libcublas.so"; do
+  [ -e "$need" ] || { log "missing $need after extraction; remove $root and rerun" ; exit 1; }
+done
+
+echo "export CGO_ENABLED=1"
+echo "export CGO_CFLAGS='-I$inc'"
+echo "export CGO_LDFLAGS='-L$lib -Wl,-rpath-link,$lib'"
+if [ -x "$root/usr/bin/nvcc" ]; then
+  echo "export PATH='$root/usr/bin':\"\$PATH\""
+fi
