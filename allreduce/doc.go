@@ -11,8 +11,13 @@
 //     caller moves to it (SetView), so subjects should name nodes, not ranks (see Subject).
 //   - The result of every bucket is the mean over ranks (sum in ring order, then divided by n) and
 //     is bitwise identical on every rank: each segment is reduced once, by its owner, and copied.
-//   - Failures are errors, never hangs: a neighbour silent for Config.TimeoutTicks ticks during an
-//     all-reduce gives ErrTimeout, and a failing rank tells every peer (ErrPeerAborted).
+//   - Failures are errors, never hangs: ranks send heartbeats to both neighbours; a neighbour
+//     silent for Config.TimeoutTicks ticks during an all-reduce gives ErrTimeout, and so do chunks
+//     that a heartbeat says were sent but never arrive. A failing rank tells every peer
+//     (ErrPeerAborted). Chunks wait until the right neighbour has answered a greeting, so none is
+//     published before the receiver subscribed.
+//   - Wire: each rank receives on its own subject; a frame is a 64-byte little-endian header and a
+//     float32 payload (frame.go). Chunks are at most Config.ChunkBytes (<= 1 MiB) of payload.
 //   - Bad frames and bad arguments are returned as errors wrapped around the block in errors.go;
 //     nothing in this package panics on input from the network.
 package allreduce

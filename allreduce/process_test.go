@@ -36,12 +36,20 @@ func helperMain() int {
 		fmt.Println("ERR", err)
 		return 2
 	}
-	r, err := New(nc, fastConfig(), View{Generation: 1, Self: rank, Size: size}, testSubjects(size))
+	cfg := fastConfig()
+	cfg.TimeoutTicks = 200 // 1 s: processes built with -race are slow
+	r, err := New(nc, cfg, View{Generation: 1, Self: rank, Size: size}, testSubjects(size))
 	if err != nil {
 		fmt.Println("ERR", err)
 		return 2
 	}
 	ctx := context.Background()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := r.WaitPeers(wctx); err != nil { // the processes start at different times
+		fmt.Println("ERR", err)
+		return 2
+	}
 	buckets := func() [][]float32 {
 		b := [][]float32{make([]float32, 1<<18), make([]float32, 1<<18)}
 		for i := range b[0] {

@@ -3,6 +3,7 @@ package allreduce
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Stats counts what a Ring did with the messages it was given. Counts are cumulative.
@@ -213,6 +214,9 @@ func (r *Ring) Submit(b int, data []float32) error {
 	if b < 0 || b >= len(r.buckets) {
 		return fmt.Errorf("%w: bucket %d of %d", ErrBadArgument, b, len(r.buckets))
 	}
+	if len(data) > math.MaxUint32 {
+		return fmt.Errorf("%w: bucket %d has %d elements, at most %d fit a frame", ErrBadArgument, b, len(data), uint32(math.MaxUint32))
+	}
 	bk := &r.buckets[b]
 	if bk.submitted {
 		return fmt.Errorf("%w: bucket %d submitted twice", ErrBadArgument, b)
@@ -242,6 +246,8 @@ func (r *Ring) Submit(b int, data []float32) error {
 	bk.held = nil
 	for _, m := range held {
 		r.held -= 4 * len(m.Data)
+	}
+	for _, m := range held {
 		if !r.active {
 			break
 		}
@@ -255,8 +261,13 @@ func (r *Ring) Submit(b int, data []float32) error {
 	return nil
 }
 
-// Abort ends the running all-reduce with err and tells every peer.
-func (r *Ring) Abort(err error) { r.fail(err, true) }
+// Abort ends the running all-reduce with err (ErrAborted if nil) and tells every peer.
+func (r *Ring) Abort(err error) {
+	if err == nil {
+		err = ErrAborted
+	}
+	r.fail(err, true)
+}
 
 // Tick advances time by one tick: heartbeats go out and silent neighbours time out.
 func (r *Ring) Tick() {

@@ -551,3 +551,62 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// Early data is bounded: past MaxHeldBytes the all-reduce fails instead of growing.
+func TestRingHeldOverflowFails(t *testing.T) {
+	cfg := testConfig(4)
+	cfg.MaxHeldBytes = 20
+	r, err := NewRing(cfg, View{Generation: 1, Self: 1, Size: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Begin(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	c := Message{Type: MsgChunk, From: 0, To: 1, Generation: 1, Step: 1, Bucket: 1, BucketLen: 16, Phase: ReduceScatter, Segment: 0, Data: []float32{1, 2, 3, 4}}
+	if err := r.Step(c); err != nil {
+		t.Fatalf("first early chunk (16 bytes): %v, want held", err)
+	}
+	c.Offset = 4
+	if err := r.Step(c); !errors.Is(err, ErrHeldOverflow) {
+		t.Fatalf("second early chunk (32 bytes held): %v, want ErrHeldOverflow", err)
+	}
+	if !errors.Is(r.Err(), ErrHeldOverflow) || r.Active() {
+		t.Fatalf("all-reduce state after overflow: active=%v err=%v", r.Active(), r.Err())
+	}
+	aborts := 0
+	for _, m := range r.Ready().Messages {
+		if m.Type == MsgAbort && m.To == 0 {
+			aborts++
+		}
+	}
+	if aborts != 1 || r.Stats().HeldBytes != 0 {
+		t.Fatalf("%d aborts sent to the peer, %d bytes still held; want 1 and 0", aborts, r.Stats().HeldBytes)
+	}
+}
+
+// The ring's own reduction order is fixed: rank s-1 sums segment s as ((x_s + x_s+1) + ...) + x_s-1.
+func TestRingReductionOrderIsTheRing(t *testing.T) {
+	const n = 3
+	nt := newMemNet(t, 2, n, testConfig(8))
+	// Values where float32 addition order matters: 1e8 + 1 + -1e8.
+	in := [][]float32{{1e8, 1e8, 1e8}, {1, 1, 1}, {-1e8, -1e8, -1e8}}
+	jobs := make([]*job, n)
+	for i := range jobs {
+		jobs[i] = &job{step: 1, buckets: [][]float32{in[i]}, submitAt: []int{0}}
+	}
+	nt.run(jobs, 100)
+	// Segment s (one element each) starts at rank s and goes around the ring.
+	for s := 0; s < n; s++ {
+		var sum float32
+		for k := 0; k < n; k++ {
+			sum = sum + []float32{1e8, 1, -1e8}[(s+k)%n]
+		}
+		want := sum / n
+		for i := 0; i < n; i++ {
+			if in[i][s] != want {
+				t.Fatalf("segment %d on rank %d: %g, want %g", s, i, in[i][s], want)
+			}
+		}
+	}
+}

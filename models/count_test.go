@@ -57,6 +57,7 @@ func countCases() []countCase {
 // PyTorch modules. PyTorch's MACs come from forward hooks on every Conv2d and ConvTranspose2d
 // (output elements x C_in/groups x KH x KW), an independent count of ours.
 func TestStructureMatchesTorch(t *testing.T) {
+	t.Parallel() // each waits mostly on a Python start
 	var py strings.Builder
 	py.WriteString(torchNets)
 	py.WriteString(`

@@ -149,3 +149,41 @@ func CountMACs(spec Spec, h, w int) (int64, error) {
 	}()
 	return macs, err
 }
+
+// InertBiases names the convolution biases an InstanceNorm directly follows. The norm removes
+// any per-channel constant, so they cannot change the output and their exact gradient is zero;
+// the computed one is rounding noise, which Adam scales up to steps of about lr. Comparisons of
+// trained weights across runs that round differently (one process against several) must leave
+// them out. The reference keeps them (use_bias is true for instance norm), and so do we.
+func InertBiases(m Module) []string {
+	var names []string
+	var walk func(l layer)
+	walk = func(l layer) {
+		switch v := l.(type) {
+		case *seq:
+			for i, it := range v.items {
+				walk(it)
+				if i+1 < len(v.items) {
+					if nm, ok := v.items[i+1].(*norm); ok && nm.kind == Instance {
+						switch c := it.(type) {
+						case *conv:
+							if c.b != nil {
+								names = append(names, c.b.Name)
+							}
+						case *convT:
+							if c.b != nil {
+								names = append(names, c.b.Name)
+							}
+						}
+					}
+				}
+			}
+		case *resBlock:
+			walk(v.block)
+		case *unetBlock:
+			walk(v.model)
+		}
+	}
+	walk(m.(*network).root)
+	return names
+}

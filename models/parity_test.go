@@ -68,6 +68,7 @@ def parity(c, net, train):
 // all cases) on the same weights and input, then compares the output, the input gradient,
 // every parameter's gradient and every running statistic by name.
 func TestTorchParity(t *testing.T) {
+	t.Parallel() // each waits mostly on a Python start
 	cases := []parityCase{
 		{"resnet9_instance", Spec{Kind: ResNet9Blocks, InputNC: 3, OutputNC: 3, NGF: 8, Norm: Instance}, 1, 32, 32, true},
 		{"resnet2_batch_train", Spec{Kind: ResNet, NBlocks: 2, InputNC: 3, OutputNC: 3, NGF: 8, Norm: Batch}, 2, 32, 32, true},
@@ -145,7 +146,7 @@ func TestTorchParity(t *testing.T) {
 			// A bias right before an InstanceNorm has an exact gradient of zero (the norm
 			// removes any per-channel constant): both sides hold rounding noise, which a
 			// relative error cannot judge. Check it is noise against its weight's gradient.
-			for _, name := range biasesBeforeInstanceNorm(m) {
+			for _, name := range InertBiases(m) {
 				scale := maxAbs(m.Named()[strings.TrimSuffix(name, "bias")+"weight"].Grad)
 				g, w := maxAbs(got["grad/"+name]), maxAbs(want["grad/"+name].Data)
 				if g > 1e-4*scale || w > 1e-4*scale {
@@ -164,38 +165,4 @@ func maxAbs(v []float32) float64 {
 		m = max(m, math.Abs(float64(x)))
 	}
 	return m
-}
-
-// biasesBeforeInstanceNorm names the convolution biases an InstanceNorm directly follows.
-func biasesBeforeInstanceNorm(m Module) []string {
-	var names []string
-	var walk func(l layer)
-	walk = func(l layer) {
-		switch v := l.(type) {
-		case *seq:
-			for i, it := range v.items {
-				walk(it)
-				if i+1 < len(v.items) {
-					if nm, ok := v.items[i+1].(*norm); ok && nm.kind == Instance {
-						switch c := it.(type) {
-						case *conv:
-							if c.b != nil {
-								names = append(names, c.b.Name)
-							}
-						case *convT:
-							if c.b != nil {
-								names = append(names, c.b.Name)
-							}
-						}
-					}
-				}
-			}
-		case *resBlock:
-			walk(v.block)
-		case *unetBlock:
-			walk(v.model)
-		}
-	}
-	walk(m.(*network).root)
-	return names
 }

@@ -251,3 +251,25 @@ func (s Spec) String() string {
 		return fmt.Sprintf("%v in %d ndf %d norm %v", r.Kind, r.InputNC, r.NDF, r.Norm)
 	}
 }
+
+// MarshalText writes the flag name, so saved configurations read "resnet_9blocks".
+func (k Kind) MarshalText() ([]byte, error) {
+	if _, ok := kindNames[k]; !ok {
+		return nil, fmt.Errorf("%w: kind %d has no name", ErrSpec, int(k))
+	}
+	return []byte(k.String()), nil
+}
+
+// UnmarshalText reads a flag name.
+func (k *Kind) UnmarshalText(b []byte) error { return k.Set(string(b)) }
+
+// MarshalText writes the flag name ("instance").
+func (n Norm) MarshalText() ([]byte, error) {
+	if _, ok := normNames[n]; !ok {
+		return nil, fmt.Errorf("%w: norm %d has no name", ErrSpec, int(n))
+	}
+	return []byte(n.String()), nil
+}
+
+// UnmarshalText reads a flag name.
+func (n *Norm) UnmarshalText(b []byte) error { return n.Set(string(b)) }

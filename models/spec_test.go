@@ -1,6 +1,7 @@
 package models
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
@@ -96,5 +97,23 @@ func TestValidate(t *testing.T) {
 	s := Spec{Kind: ResNet6Blocks, NBlocks: 2, InputNC: 3, OutputNC: 3, NGF: 8, Norm: Instance}.Resolved()
 	if s.NBlocks != 6 {
 		t.Errorf("resnet_6blocks resolved to %d blocks", s.NBlocks)
+	}
+}
+
+func TestSpecJSON(t *testing.T) {
+	s := Spec{Kind: UNet256, InputNC: 3, OutputNC: 3, NGF: 64, Norm: Batch, Dropout: true}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"Kind":"unet_256"`) || !strings.Contains(string(b), `"Norm":"batch"`) {
+		t.Errorf("JSON %s should name kind and norm", b)
+	}
+	var back Spec
+	if err := json.Unmarshal(b, &back); err != nil || back != s {
+		t.Errorf("round trip: %+v, %v", back, err)
+	}
+	if err := json.Unmarshal([]byte(`{"Kind":"vgg"}`), &back); !errors.Is(err, ErrSpec) {
+		t.Errorf("unknown kind in JSON: %v", err)
 	}
 }

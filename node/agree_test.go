@@ -301,6 +301,13 @@ func TestAgreementMinNodesWaits(t *testing.T) {
 	s.run(10, "waiting", func() bool {
 		return s.nodes["a"].Status().Phase == PhaseWaiting && s.nodes["c"].Status().Phase == PhaseOut
 	})
+	// c is ready again with the same incarnation: the old view ended, so a new generation.
+	g, _ := s.last("a")
+	s.setMembers(ms, "a", "b", "c")
+	s.run(50, "agreed on 3 again", func() bool { return s.agreed("a", "b", "c") })
+	if v, _ := s.last("c"); v.Generation <= g.Generation {
+		t.Fatalf("same members came back under the ended generation %d", v.Generation)
+	}
 }
 
 func TestAgreementMaxNodesSpares(t *testing.T) {

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
@@ -27,6 +29,10 @@ type Config struct {
 	// address (NAT, containers). Empty/0: derived from the bind address.
 	AdvertiseAddr string
 	AdvertisePort int
+
+	// Seeds are host:port addresses of nodes to join when Join is given none. One live seed
+	// is enough; list several so a seed's restart does not stop joins. Empty: start alone.
+	Seeds []string
 
 	// NATSURL is the NATS URL this node announces in its metadata (for example the URL of its
 	// embedded server), so peers and collectors can find it. May be empty.
@@ -242,8 +248,15 @@ func LoadGossipKey(file string) ([]byte, error) {
 // NewGossipKey returns a random 32-byte key, base64 encoded, for a key file or WKD_GOSSIP_KEY.
 func NewGossipKey() (string, error) {
 	k := make([]byte, 32)
-	if _, err := cryptoRand(k); err != nil {
+	if _, err := rand.Read(k); err != nil {
 		return "", err
 	}
 	return base64.StdEncoding.EncodeToString(k), nil
+}
+
+// newID returns a random incarnation ID for this process.
+func newID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
 }

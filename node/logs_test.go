@@ -2,9 +2,9 @@ package node
 
 import (
 	"bytes"
-	"io"
 	"context"
 	"encoding/json"
+	"io"
 	"sort"
 	"strings"
 	"sync"

@@ -113,6 +113,13 @@ func (m *Metrics) SetView(v View) {
 	m.rank.Set(float64(v.Rank()))
 }
 
+// ViewEnded records that this node holds no current view (membership changed, waiting or
+// spare): members 0, rank -1; the generation keeps its last value.
+func (m *Metrics) ViewEnded() {
+	m.members.Set(0)
+	m.rank.Set(-1)
+}
+
 // ServeMetrics serves /metrics on addr ("127.0.0.1:0" picks a port) in the background. The
 // returned server's Addr is the bound address; stop it with Close or Shutdown.
 func (m *Metrics) ServeMetrics(addr string) (*http.Server, error) {

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 func startTestNATS(t *testing.T, port int) *NATSServer {
@@ -148,5 +151,61 @@ func TestNATSConfigValidate(t *testing.T) {
 	}
 	if err := (NATSConfig{InsecureNoAuth: true}).Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestNATSUserPasswordAndNKey(t *testing.T) {
+	cfg := DefaultNATSConfig()
+	cfg.Port, cfg.User, cfg.Password = 0, "wkd", "pw"
+	s, err := StartNATS(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	if _, err := Connect(s.ClientURL(), Creds{User: "wkd", Password: "nope"}); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	nc, err := Connect(s.ClientURL(), Creds{User: "wkd", Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	seedFile := filepath.Join(t.TempDir(), "user.nk")
+	os.WriteFile(seedFile, seed, 0o600)
+	cfg = DefaultNATSConfig()
+	cfg.Port, cfg.NKey = 0, pub
+	s2, err := StartNATS(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Shutdown()
+	if _, err := Connect(s2.ClientURL(), Creds{}); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("nkey server, no creds: %v", err)
+	}
+	nc, err = Connect(s2.ClientURL(), Creds{NKeySeedFile: seedFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+}
+
+func TestLoadToken(t *testing.T) {
+	t.Setenv(NATSTokenEnv, "from-env")
+	f := filepath.Join(t.TempDir(), "tok")
+	os.WriteFile(f, []byte("from-file\nignored\n"), 0o600)
+	for _, c := range []struct{ flag, file, want string }{{"from-flag", f, "from-flag"}, {"", f, "from-file"}, {"", "", "from-env"}} {
+		if got, err := LoadToken(c.flag, c.file); err != nil || got != c.want {
+			t.Errorf("LoadToken(%q, %q) = %q, %v; want %q", c.flag, c.file, got, err, c.want)
+		}
+	}
+	if _, err := LoadToken("", filepath.Join(t.TempDir(), "missing")); !errors.Is(err, ErrNoAuth) {
+		t.Fatalf("missing token file: %v", err)
 	}
 }

@@ -31,6 +31,7 @@ type Node struct {
 	current View
 	hasView bool
 
+	metrics  atomic.Pointer[Metrics]
 	core     *Agreement // owned by loop
 	seeds    []string   // owned by loop after Join
 	lastJoin time.Time  // owned by loop
@@ -42,7 +43,6 @@ type Node struct {
 	views    chan View
 
 	quit     chan struct{}
-	done     chan struct{}
 	shutOnce sync.Once
 	wg       sync.WaitGroup
 }
@@ -78,7 +78,6 @@ func New(cfg Config, logger zerolog.Logger) (*Node, error) {
 		seedsIn: make(chan []string, 1),
 		views:   make(chan View, 1),
 		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
 	}
 	n.core = NewAgreement(n.self, cfg.MinNodes, cfg.MaxNodes, cfg.RetryTicks)
 
@@ -119,10 +118,21 @@ func (n *Node) Addr() string { return n.self.Addr }
 // ID is this process's incarnation ID.
 func (n *Node) ID() string { return n.self.ID }
 
-// Join contacts the seeds (host:port) and, on success, announces StateReady so the node may
-// take a rank. With no seeds the node starts a cluster of its own. ErrJoin when no seed
-// answered (down, or holding another gossip key).
+// Join contacts the seeds (host:port; Config.Seeds when nil) and, on success, announces
+// StateReady so the node may take a rank. With no seeds (or only its own address) the node
+// starts a cluster of its own. ErrJoin when no seed answered (down, or holding another gossip
+// key); the caller may retry.
 func (n *Node) Join(seeds []string) error {
+	if seeds == nil {
+		seeds = n.cfg.Seeds
+	}
+	var others []string
+	for _, s := range seeds {
+		if s != n.self.Addr {
+			others = append(others, s)
+		}
+	}
+	seeds = others
 	if len(seeds) > 0 {
 		got, err := n.ml.Join(seeds)
 		if got == 0 {
@@ -199,6 +209,9 @@ func (n *Node) Status() Status {
 	defer n.mu.Unlock()
 	return n.status
 }
+
+// SetMetrics makes the node report its views (members, generation, rank) to m.
+func (n *Node) SetMetrics(m *Metrics) { n.metrics.Store(m) }
 
 // Members lists the live members as memberlist sees them now, sorted by name.
 func (n *Node) Members() []Member {
@@ -312,6 +325,15 @@ func (n *Node) flush() {
 		}
 	}
 	st := n.core.Status()
+	// Metrics first, so whoever sees the view through View() also sees it in the metrics.
+	if m := n.metrics.Load(); m != nil {
+		for _, v := range rd.Views {
+			m.SetView(v)
+		}
+		if st.Phase != PhaseAgreed {
+			m.ViewEnded()
+		}
+	}
 	n.mu.Lock()
 	prev := n.status
 	n.status = st

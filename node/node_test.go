@@ -79,9 +79,14 @@ func waitView(t *testing.T, within time.Duration, want int, nodes ...*Node) View
 func TestNodeViewsInProcess(t *testing.T) {
 	key := testKey(t)
 	a := startNode(t, "a", key)
+	metrics := NewMetrics("a", nil)
+	a.SetMetrics(metrics)
 	b := startNode(t, "b", key, a.Addr())
 	c := startNode(t, "c", key, a.Addr())
 	v := waitView(t, 5*time.Second, 3, a, b, c)
+	if g := testutilGauge(t, metrics, "wkd_view_members"); g != 3 {
+		t.Fatalf("wkd_view_members %v after a 3-member view", g)
+	}
 	if got := fmt.Sprint(v.Names()); got != "[a b c]" {
 		t.Fatalf("members %s", got)
 	}
@@ -153,12 +158,13 @@ func TestNodeMinNodesWaits(t *testing.T) {
 	mk := func(name string, seeds ...string) *Node {
 		cfg := DefaultLocalConfig()
 		cfg.Name, cfg.GossipKey, cfg.MinNodes = name, key, 2
+		cfg.Seeds = seeds // through the config this time: Join(nil) uses them
 		n, err := New(cfg, testLogger(t, name))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { n.Shutdown() })
-		if err := n.Join(seeds); err != nil {
+		if err := n.Join(nil); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -229,4 +235,20 @@ func TestGossipKeySources(t *testing.T) {
 	if _, err := LoadGossipKey(""); !errors.Is(err, ErrBadKey) {
 		t.Fatalf("bad env key: %v", err)
 	}
+}
+
+// testutilGauge reads one gauge of m by name.
+func testutilGauge(t *testing.T, m *Metrics, name string) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

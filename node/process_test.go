@@ -85,7 +85,8 @@ func startHelper(t *testing.T, name, key string, seeds ...string) *helperProc {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=1", "WKD_NODE_NAME="+name,
 		GossipKeyEnv+"="+key, "WKD_NODE_SEEDS="+strings.Join(seeds, ","))
-	cmd.Stderr = os.Stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +100,9 @@ func startHelper(t *testing.T, name, key string, seeds ...string) *helperProc {
 	}
 	p := &helperProc{name: name, cmd: cmd, stdin: stdin, addr: make(chan string, 1)}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s stderr:\n%s", name, stderr.String())
+		}
 		stdin.Close()
 		cmd.Process.Kill()
 		cmd.Wait()

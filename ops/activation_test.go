@@ -30,7 +30,7 @@ func TestActivationGradients(t *testing.T) {
 	gradCheck(t, "Sigmoid", 1e-2, 1e-3, func(tp *Tape) *Tensor { return Sigmoid(tp, Scale(tp, x, 4)) }, x)
 }
 
-func TestActivationsMatchPyTorch(t *testing.T) {
+func TestActivationsAndDropoutMatchPyTorch(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 7))
 	// Large enough (> ewGrain) for the parallel path, with a wide range for tanh and sigmoid
 	// saturation, and exact zeros where ReLU's and LeakyReLU's gradient conventions show.
@@ -49,20 +49,7 @@ record('relu', torch.relu, 'w', 'x')
 record('leaky', lambda x: F.leaky_relu(x, 0.2), 'w', 'x')
 record('tanh', torch.tanh, 'w', 'x')
 record('sigmoid', torch.sigmoid, 'w', 'x')
-`, map[string]torchref.Array{"x": arr(x), "w": arr(w)})
+`+dropoutScript, map[string]torchref.Array{"x": arr(x), "w": arr(w), "ones": arr(dropoutOnes())})
 	torchref.Compare(t, 1e-4, got, want)
-}
-
-func BenchmarkLeakyReLUForwardBackward(b *testing.B) {
-	r := rand.New(rand.NewPCG(1, 1))
-	x := randTensor(r, 1, 64, 256, 256)
-	x.SetRequiresGrad(true)
-	tp := NewTape()
-	b.SetBytes(int64(4 * x.Numel()))
-	for b.Loop() {
-		tp.Reset()
-		y := LeakyReLU(tp, x, 0.2)
-		SeedGrad(y, x.Data)
-		tp.BackwardFrom()
-	}
+	checkDropoutConvention(t, want)
 }

@@ -68,8 +68,9 @@ type ParamGroup struct {
 //	v = beta2 * v + (1 - beta2) * g * g
 //	p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 //
-// in float32 with torch's order of operations, and the scalar factors computed in float64 from
-// the decimal hyper-parameters as Python would. Parameters whose Grad is nil are skipped and keep
+// in float32 rounded as torch's CPU kernels round (see adamJob.Run), with the scalar factors
+// computed in float64 from the decimal hyper-parameters as Python would: bit-identical to
+// torch 1.13 in the parity test. amsgrad, maximize and per-group weight decay are not offered. Parameters whose Grad is nil are skipped and keep
 // their own step count t, as torch skips a parameter whose .grad is None.
 type Adam struct {
 	cfg    AdamConfig

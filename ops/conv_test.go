@@ -229,12 +229,18 @@ func TestConv2dPartialGradients(t *testing.T) {
 // gradient of one, for weights, bias and input alike.
 func TestConvGradientsAccumulate(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
-	for _, op := range []string{"Conv2d", "ConvTranspose2d"} {
+	for _, op := range []string{"Conv2d", "Conv2d flipped", "ConvTranspose2d"} {
 		var cc convCase
 		f := func(tp *Tape, x, w, b *Tensor) *Tensor { return Conv2d(tp, x, w, b, cc.stride, cc.pad) }
-		if op == "Conv2d" {
+		switch op {
+		case "Conv2d":
 			cc = conv2dCases[1]
-		} else {
+		case "Conv2d flipped":
+			cc = conv2dCases[len(conv2dCases)-2]
+			if g := newConvGeom(cc.c, cc.h, cc.w, cc.kh, cc.kw, cc.stride, cc.pad); !viaTranspose(&g, cc.k) {
+				t.Fatalf("%v does not take the flipped-kernel route", cc)
+			}
+		default:
 			cc = convTransposeCases[0]
 			f = func(tp *Tape, x, w, b *Tensor) *Tensor {
 				return ConvTranspose2d(tp, x, w, b, cc.stride, cc.pad, cc.outPad)
@@ -399,4 +405,45 @@ func TestConvTorchParity(t *testing.T) {
 	for i, pc := range parityCases {
 		t.Run(pc.name, func(t *testing.T) { torchref.Compare(t, 1e-4, got[i], want) })
 	}
+}
+
+// TestConvParallelMatchesSerial: the parallel im2col, col2im and bias loops split work by rows
+// and channels; with several workers every gradient must equal the one-worker result.
+func TestConvParallelMatchesSerial(t *testing.T) {
+	old := Threads()
+	defer SetThreads(old)
+	run := func(threads int) [][]float32 {
+		SetThreads(threads)
+		r := rand.New(rand.NewPCG(8, 8))
+		var res [][]float32
+		for _, transposed := range []bool{false, true} {
+			cc := convCase{n: 2, c: 16, h: 40, w: 36, k: 12, kh: 3, kw: 3, stride: 2, pad: 1, outPad: 1, bias: true}
+			x, w, b := cc.tensors(r, transposed)
+			for _, p := range []*Tensor{x, w, b} {
+				p.SetRequiresGrad(true)
+			}
+			tp := NewTape()
+			var y *Tensor
+			if transposed {
+				y = ConvTranspose2d(tp, x, w, b, cc.stride, cc.pad, cc.outPad)
+			} else {
+				y = Conv2d(tp, x, w, b, cc.stride, cc.pad)
+			}
+			tp.Backward(weightedSum(tp, y, randTensor(r, y.Numel())))
+			res = append(res, y.Data, x.Grad, w.Grad, b.Grad)
+		}
+		return res
+	}
+	serial, parallel := run(1), run(4)
+	for i := range serial {
+		compareRef(t, fmt.Sprintf("tensor %d", i), parallel[i], toFloat64(serial[i]), 1e-6)
+	}
+}
+
+func toFloat64(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
 }

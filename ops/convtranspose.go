@@ -38,6 +38,8 @@ func convTranspose2dForward(y, x, w, b []float32, n, c int, g *convGeom) {
 	putScratch(s)
 }
 
+// convTranspose2dForwardWith is convTranspose2dForward on a scratch the caller holds (Conv2d's
+// flipped-kernel route holds one for the flipped weight).
 func convTranspose2dForwardWith(s *convScratch, y, x, w, b []float32, n, c int, g *convGeom) {
 	rows, khw, yhw := g.rows(), g.oh*g.ow, g.c*g.h*g.w
 	band := g.bandRows()
@@ -62,6 +64,8 @@ func convTranspose2dForwardWith(s *convScratch, y, x, w, b []float32, n, c int, 
 	}
 }
 
+// convTranspose2dBackward accumulates db, dx and dw from dy for whichever of b, x, w require
+// gradient.
 func convTranspose2dBackward(nd *node) {
 	x, w, b := nd.in[0], nd.in[1], nd.in[2]
 	dy := nd.out.Grad

@@ -83,14 +83,32 @@ func TestDropoutIdentityCases(t *testing.T) {
 	Dropout(nil, x, 1.5, true, g)
 }
 
-// TestDropoutMatchesPyTorch: the masks come from different generators, so the comparison is
-// of the convention: PyTorch's inverted dropout keeps the same scaled value, at a kept fraction
-// that agrees with ours within sampling error.
-func TestDropoutMatchesPyTorch(t *testing.T) {
-	const p = 0.3
+// Dropout's PyTorch check runs in TestActivationsAndDropoutMatchPyTorch's Python start. The
+// masks come from different generators, so what is compared is the convention: PyTorch's
+// inverted dropout keeps the same scaled value, at a kept fraction that agrees with ours within
+// sampling error, and its gradient is the upstream gradient through the scaled mask.
+const dropoutP = 0.3
+
+const dropoutScript = `
+x = I['ones'].clone().requires_grad_(True)
+y = torch.nn.functional.dropout(x, 0.3, training=True)
+y.backward(I['ones'])
+O['drop_kept'] = (y != 0).float().mean()
+O['drop_value'] = y.max()
+O['drop_grad_is_y'] = (x.grad == y).all().float()
+`
+
+// dropoutOnes is the input of dropoutScript and of checkDropoutConvention.
+func dropoutOnes() *Tensor {
 	x := New(2, 16, 64, 64)
 	x.Fill(1)
-	y := Dropout(nil, x, p, true, NewRNG(11))
+	return x
+}
+
+func checkDropoutConvention(t *testing.T, want map[string]torchref.Array) {
+	t.Helper()
+	x := dropoutOnes()
+	y := Dropout(nil, x, dropoutP, true, NewRNG(11))
 	var kept float64
 	var value float32
 	for _, v := range y.Data {
@@ -99,24 +117,16 @@ func TestDropoutMatchesPyTorch(t *testing.T) {
 			value = v
 		}
 	}
-	want := torchref.Run(t, `
-x = I['x'].clone().requires_grad_(True)
-y = torch.nn.functional.dropout(x, 0.3, training=True)
-y.backward(I['x'])
-O['kept'] = (y != 0).float().mean()
-O['value'] = y.max()
-O['grad_is_y'] = (x.grad == y).all().float()
-`, map[string]torchref.Array{"x": arr(x)})
 	n := float64(x.Numel())
-	tk := float64(want["kept"].Data[0])
-	if sd := math.Sqrt(2 * p * (1 - p) / n); math.Abs(kept/n-tk) > 5*sd {
-		t.Errorf("kept fraction %.4f, PyTorch %.4f (+- %.4f)", kept/n, tk, 5*sd)
+	tk := float64(want["drop_kept"].Data[0])
+	if sd := math.Sqrt(2 * dropoutP * (1 - dropoutP) / n); math.Abs(kept/n-tk) > 5*sd {
+		t.Errorf("dropout kept fraction %.4f, PyTorch %.4f (+- %.4f)", kept/n, tk, 5*sd)
 	}
-	if value != want["value"].Data[0] {
-		t.Errorf("kept value %v, PyTorch %v", value, want["value"].Data[0])
+	if value != want["drop_value"].Data[0] {
+		t.Errorf("dropout kept value %v, PyTorch %v", value, want["drop_value"].Data[0])
 	}
-	if want["grad_is_y"].Data[0] != 1 {
+	if want["drop_grad_is_y"].Data[0] != 1 {
 		t.Error("PyTorch's dropout gradient is not the scaled mask: the convention compared here is wrong")
 	}
-	t.Logf("kept fraction %.4f, PyTorch %.4f; kept value %v, PyTorch %v", kept/n, tk, value, want["value"].Data[0])
+	t.Logf("dropout kept fraction %.4f, PyTorch %.4f; kept value %v, PyTorch %v", kept/n, tk, value, want["drop_value"].Data[0])
 }

@@ -15,7 +15,7 @@ import "fmt"
 //
 // one level gives
 //
-//	ll         = (a + b + c + d) / 2
+//	ll           = (a + b + c + d) / 2
 //	highs[:,:,0] = (a + b - c - d) / 2   "LH": low along W, high along H (horizontal edges)
 //	highs[:,:,1] = (a - b + c - d) / 2   "HL": high along W, low along H (vertical edges)
 //	highs[:,:,2] = (a - b - c + d) / 2   "HH": high along both
@@ -28,16 +28,19 @@ import "fmt"
 // The inverse follows DWTInverse: from the coarsest level down, an ll one row (column) larger
 // than that level's highs loses its last row (column), then each 2x2 block is rebuilt with the
 // same four sums (the synthesis matrix is the transpose of the analysis one). Its output is
-// (N, C, 2*H_0, 2*W_0): the input exactly for even sides; for odd sides it carries the padded
+// twice highs[0]'s side: the input exactly for even sides; for odd sides it carries the padded
 // zero row/column, as pytorch_wavelets' does.
 //
 // Both are linear, so each one's backward is its adjoint: the DWT's backward is the synthesis
 // cropped to the input size (what pytorch_wavelets' AFB2D.backward does), the inverse's backward
 // is the analysis.
 
-// HaarDWT returns the J-level transform of x: ll (N, C, H_J, W_J) and highs[j] (N, C, 3, H_j+1,
-// W_j+1) for j = 0..J-1, finest first, with H_{j+1} = ceil(H_j / 2).
-// x: (N, C, H, W).
+// HaarDWT returns the J-level transform of x, J = levels >= 1: highs[j] (N, C, 3, H_{j+1},
+// W_{j+1}) for j = 0..J-1, finest first, and ll (N, C, H_J, W_J), where H_0 = H and
+// H_{j+1} = ceil(H_j / 2) (likewise W). x: (N, C, H, W).
+//
+// On a recording tape each level's gradients of ll and highs are allocated (zeroed) at once, so
+// the backward runs whichever outputs the loss reads.
 func HaarDWT(tp *Tape, x *Tensor, levels int) (ll *Tensor, highs []*Tensor) {
 	return HaarDWTAppend(tp, x, levels, nil)
 }
@@ -59,8 +62,8 @@ func HaarDWTAppend(tp *Tape, x *Tensor, levels int, dst []*Tensor) (ll *Tensor, 
 	return ll, highs
 }
 
-// HaarIDWT rebuilds an image from ll (N, C, H_J, W_J) and highs as HaarDWT returns them; the
-// result is (N, C, 2*H_0, 2*W_0) where highs[0] is (N, C, 3, H_0, W_0).
+// HaarIDWT rebuilds an image from ll and highs as HaarDWT returns them (DWTInverse): the result
+// is (N, C, 2*h, 2*w) where highs[0] is (N, C, 3, h, w).
 func HaarIDWT(tp *Tape, ll *Tensor, highs []*Tensor) *Tensor {
 	if len(highs) == 0 {
 		panic("ops: HaarIDWT: no high bands")

@@ -15,12 +15,26 @@ func sgemmKernelAVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 func transpose8Pack(dst *float32, w int, src *float32, ld int, blocks int)
 
 //go:noescape
+func sgemmKernelAVX512Thin(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
 func sgemmKernelAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 
 var (
 	kernelAVX512 = gemmKernel{name: "avx512", mr: 8, nr: 32, fn: sgemmKernelAVX512}
 	kernelAVX2   = gemmKernel{name: "avx2", mr: 6, nr: 16, fn: sgemmKernelAVX2}
+	// kernelAVX512Thin serves m <= 4 (a conv with 3 output channels), where the 8-row
+	// tile would do 8/m times the work.
+	kernelAVX512Thin = gemmKernel{name: "avx512thin", mr: 4, nr: 64, fn: sgemmKernelAVX512Thin}
 )
+
+// thinKernel returns the kernel for problems with few rows of C, or kern itself.
+func thinKernel(kern *gemmKernel, m int) *gemmKernel {
+	if kern == &kernelAVX512 && m <= kernelAVX512Thin.mr {
+		return &kernelAVX512Thin
+	}
+	return kern
+}
 
 // hasTranspose8 says transpose8 may use the AVX routine; tests turn it off to check the
 // portable loop.
@@ -54,7 +68,7 @@ func bestKernel() *gemmKernel {
 func simdKernels() []*gemmKernel {
 	var ks []*gemmKernel
 	if cpu.X86.HasAVX512F {
-		ks = append(ks, &kernelAVX512)
+		ks = append(ks, &kernelAVX512, &kernelAVX512Thin)
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
 		ks = append(ks, &kernelAVX2)

@@ -59,9 +59,20 @@ func allKernels() []*gemmKernel {
 	return append(simdKernels(), &kernelGo)
 }
 
-// checkGemm runs one case through Sgemm and the reference and compares them.
-func checkGemm(t *testing.T, r *rand.Rand, transA, transB bool, m, n, k, pad int, alpha, beta float32) {
-	t.Helper()
+// gemmCase is one Sgemm problem with its inputs and the reference answer.
+type gemmCase struct {
+	transA, transB bool
+	m, n, k        int
+	lda, ldb, ldc  int
+	alpha, beta    float32
+	a, b, c0, want []float32
+}
+
+const padSentinel = float32(12345)
+
+// newGemmCase builds random operands with row padding pad; with beta == 0, C starts as
+// NaN garbage, which BLAS semantics say must be overwritten, not scaled.
+func newGemmCase(r *rand.Rand, transA, transB bool, m, n, k, pad int, alpha, beta float32) *gemmCase {
 	ar, ac := m, k
 	if transA {
 		ar, ac = k, m
@@ -70,47 +81,55 @@ func checkGemm(t *testing.T, r *rand.Rand, transA, transB bool, m, n, k, pad int
 	if transB {
 		br, bc = n, k
 	}
-	lda, ldb, ldc := ac+pad, bc+pad, n+pad
-	a := randSlice(r, max(0, (ar-1)*lda+ac))
-	b := randSlice(r, max(0, (br-1)*ldb+bc))
-	c := randSlice(r, max(0, (m-1)*ldc+n))
-	if beta == 0 {
-		nan := float32(math.NaN())
-		for i := range c {
-			c[i] = nan // BLAS: beta == 0 must overwrite, not multiply
+	g := &gemmCase{transA: transA, transB: transB, m: m, n: n, k: k,
+		lda: ac + pad, ldb: bc + pad, ldc: n + pad, alpha: alpha, beta: beta}
+	g.a = randSlice(r, max(0, (ar-1)*g.lda+ac))
+	g.b = randSlice(r, max(0, (br-1)*g.ldb+bc))
+	g.c0 = randSlice(r, max(0, (m-1)*g.ldc+n))
+	for i := range g.c0 {
+		if beta == 0 {
+			g.c0[i] = float32(math.NaN())
+		}
+		if i%g.ldc >= n {
+			g.c0[i] = padSentinel // padding between rows must be left alone
 		}
 	}
-	// Padding between rows must be left alone.
-	sentinel := float32(12345)
-	for i := range m {
-		for x := n; x < ldc && i*ldc+x < len(c); x++ {
-			c[i*ldc+x] = sentinel
+	g.want = append([]float32(nil), g.c0...)
+	naiveGemm(transA, transB, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.want, g.ldc)
+	return g
+}
+
+// run calls Sgemm on a fresh copy of C and compares it with the reference, with a
+// relative error bound of 1e-5 per unit of depth.
+func (g *gemmCase) run(t *testing.T) {
+	t.Helper()
+	c := append([]float32(nil), g.c0...)
+	Sgemm(g.transA, g.transB, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, c, g.ldc)
+	tol := 1e-5 * float64(max(g.k, 1)) * (math.Abs(float64(g.alpha)) + 1)
+	for idx := range c {
+		i, x := idx/g.ldc, idx%g.ldc
+		if x >= g.n {
+			if c[idx] != padSentinel {
+				t.Fatalf("%s: padding C[%d][%d] = %v, want untouched", g, i, x, c[idx])
+			}
+			continue
+		}
+		want := float64(g.want[idx])
+		if d := math.Abs(float64(c[idx]) - want); !(d <= tol*(1+math.Abs(want))) {
+			t.Fatalf("%s: C[%d][%d] = %v, want %v (tol %.2g)", g, i, x, c[idx], want, tol)
 		}
 	}
-	want := append([]float32(nil), c...)
-	naiveGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, want, ldc)
-	Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-	tol := 1e-5 * float64(max(k, 1)) * (math.Abs(float64(alpha)) + 1)
-	worst := 0.0
-	for i := range m {
-		for x := range ldc {
-			idx := i*ldc + x
-			if idx >= len(c) {
-				break
-			}
-			if x >= n {
-				if c[idx] != sentinel {
-					t.Fatalf("padding C[%d][%d] = %v, want untouched", i, x, c[idx])
-				}
-				continue
-			}
-			d := math.Abs(float64(c[idx]) - float64(want[idx]))
-			if math.IsNaN(float64(c[idx])) || d > tol*(1+math.Abs(float64(want[idx]))) {
-				t.Fatalf("C[%d][%d] = %v, want %v (tol %.2g)", i, x, c[idx], want[idx], tol)
-			}
-			worst = max(worst, d)
-		}
-	}
+}
+
+func (g *gemmCase) String() string {
+	return fmt.Sprintf("kernel %s, transA=%v transB=%v m=%d n=%d k=%d lda=%d ldb=%d ldc=%d alpha=%v beta=%v threads=%d",
+		gemmKern.name, g.transA, g.transB, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.alpha, g.beta, Threads())
+}
+
+// checkGemm runs one case through Sgemm and the reference and compares them.
+func checkGemm(t *testing.T, r *rand.Rand, transA, transB bool, m, n, k, pad int, alpha, beta float32) {
+	t.Helper()
+	newGemmCase(r, transA, transB, m, n, k, pad, alpha, beta).run(t)
 }
 
 func TestSgemmMatchesNaive(t *testing.T) {
@@ -158,29 +177,31 @@ func TestSgemmAlphaBeta(t *testing.T) {
 	}
 }
 
-// TestSgemmLargeAndParallel covers several nc/mc blocks and both parallel splits.
+// TestSgemmLargeAndParallel covers several nc/mc/kc blocks and both parallel splits.
 func TestSgemmLargeAndParallel(t *testing.T) {
 	old := Threads()
 	defer SetThreads(old)
 	r := rand.New(rand.NewPCG(5, 6))
-	cases := []struct{ m, n, k int }{
-		{130, 1100, 300}, // split over n, two nc blocks, two kc blocks
+	var cases []*gemmCase
+	for _, s := range []struct{ m, n, k int }{
+		{130, 1100, 300}, // split over n; two nc blocks on one thread; two kc blocks
 		{600, 40, 70},    // narrow n: split over m, several mc blocks
 		{64, 1030, 27},   // conv-like, small depth
+	} {
+		cases = append(cases,
+			newGemmCase(r, false, false, s.m, s.n, s.k, 3, 1, 0),
+			newGemmCase(r, true, false, s.m, s.n, s.k, 0, 1, 1),
+			newGemmCase(r, false, true, s.m, s.n, s.k, 1, 0.5, 0))
 	}
-	for _, th := range []int{1, 2, 3} {
-		SetThreads(th)
-		for _, kern := range allKernels() {
-			for _, cs := range cases {
-				t.Run(fmt.Sprintf("%s/threads=%d/%dx%dx%d", kern.name, th, cs.m, cs.n, cs.k), func(t *testing.T) {
-					withKernel(t, kern, func() {
-						checkGemm(t, r, false, false, cs.m, cs.n, cs.k, 3, 1, 0)
-						checkGemm(t, r, true, false, cs.m, cs.n, cs.k, 0, 1, 1)
-						checkGemm(t, r, false, true, cs.m, cs.n, cs.k, 1, 0.5, 0)
-					})
-				})
+	for _, kern := range allKernels() {
+		withKernel(t, kern, func() {
+			for _, th := range []int{1, 2, 3} {
+				SetThreads(th)
+				for _, g := range cases {
+					g.run(t)
+				}
 			}
-		}
+		})
 	}
 }
 
@@ -232,5 +253,40 @@ func TestSgemmZeroAllocs(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestGatherRows checks the packing transpose (assembly where available) against its
+// definition, for panel widths of both A and B and depths with and without a remainder.
+func TestGatherRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, asm := range []bool{false, true} {
+		old := hasTranspose8
+		hasTranspose8 = hasTranspose8 && asm
+		for _, w := range []int{4, 6, 8, 16, 32} {
+			for _, rows := range []int{1, 3, 4, 5, 8, 9, 16, 31, 32} {
+				if rows > w {
+					continue
+				}
+				for _, kb := range []int{1, 7, 8, 17, 64} {
+					ld := kb + 3
+					src := randSlice(r, 2+rows*ld)
+					dst := randSlice(r, kb*w) // garbage that must be overwritten
+					gatherRows(dst, w, src, 2, ld, rows, kb)
+					for p := range kb {
+						for i := range w {
+							want := float32(0)
+							if i < rows {
+								want = src[2+i*ld+p]
+							}
+							if got := dst[p*w+i]; got != want {
+								t.Fatalf("asm=%v w=%d rows=%d kb=%d: dst[%d*w+%d] = %v, want %v", hasTranspose8, w, rows, kb, p, i, got, want)
+							}
+						}
+					}
+				}
+			}
+		}
+		hasTranspose8 = old
 	}
 }

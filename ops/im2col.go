@@ -120,17 +120,32 @@ func col2imChannels(g *convGeom, src []float32, oh0, oh1 int, dst []float32, c0,
 					seg := row[(oh-oh0)*g.ow : (oh-oh0+1)*g.ow]
 					out := plane[ih*g.w : (ih+1)*g.w]
 					if s == 1 {
-						seg = seg[lo:hi]
-						out = out[lo-p+j : lo-p+j+len(seg)]
-						for k, v := range seg {
-							out[k] += v
-						}
+						addTo(out[lo-p+j:], seg[lo:hi])
 						continue
 					}
 					scatterAddStrided(out[lo*s-p+j:], seg[lo:hi], s)
 				}
 			}
 		}
+	}
+}
+
+// addTo does dst[i] += src[i], eight at a time with the lengths checked once.
+func addTo(dst, src []float32) {
+	dst = dst[:len(src)]
+	for len(src) >= 8 && len(dst) >= 8 {
+		dst[0] += src[0]
+		dst[1] += src[1]
+		dst[2] += src[2]
+		dst[3] += src[3]
+		dst[4] += src[4]
+		dst[5] += src[5]
+		dst[6] += src[6]
+		dst[7] += src[7]
+		dst, src = dst[8:], src[8:]
+	}
+	for i, v := range src {
+		dst[i] += v
 	}
 }
 
@@ -255,18 +270,9 @@ type biasJob struct {
 func (j *biasJob) Run(lo, hi int) {
 	for k := lo; k < hi; k++ {
 		if j.backward {
-			// float64: a channel of a 256x256 batch sums ~1e5 terms.
 			var s float64
 			for n := 0; n < j.n; n++ {
-				var part float32
-				for i, v := range j.data[(n*j.k+k)*j.hw : (n*j.k+k+1)*j.hw] {
-					part += v
-					if i&255 == 255 {
-						s += float64(part)
-						part = 0
-					}
-				}
-				s += float64(part)
+				s += sumFloat32(j.data[(n*j.k+k)*j.hw : (n*j.k+k+1)*j.hw])
 			}
 			j.b[k] += float32(s)
 			continue
@@ -279,6 +285,34 @@ func (j *biasJob) Run(lo, hi int) {
 			}
 		}
 	}
+}
+
+// sumFloat32 sums v with eight independent float32 accumulators (one dependent chain would be
+// bound by add latency), folded into float64 every 512 terms: a channel of a 256x256 batch
+// has ~1e5 of them.
+func sumFloat32(v []float32) float64 {
+	var total float64
+	for len(v) > 0 {
+		blk := v[:min(len(v), 512)]
+		v = v[len(blk):]
+		var a0, a1, a2, a3, a4, a5, a6, a7 float32
+		for len(blk) >= 8 {
+			a0 += blk[0]
+			a1 += blk[1]
+			a2 += blk[2]
+			a3 += blk[3]
+			a4 += blk[4]
+			a5 += blk[5]
+			a6 += blk[6]
+			a7 += blk[7]
+			blk = blk[8:]
+		}
+		for _, x := range blk {
+			a0 += x
+		}
+		total += float64((a0 + a1) + (a2 + a3) + (a4 + a5) + (a6 + a7))
+	}
+	return total
 }
 
 // addBias adds b[k] to every element of channel k of y.

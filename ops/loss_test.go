@@ -26,7 +26,8 @@ func TestLossGradients(t *testing.T) {
 	gradCheck(t, "BCEWithLogitsConst", 1e-2, 1e-3, func(tp *Tape) *Tensor { return Scale(tp, BCEWithLogitsConst(tp, x4, 1), n) }, x4)
 }
 
-func TestLossesMatchPyTorch(t *testing.T) {
+// TestLossesAndReductionsMatchPyTorch also checks Mean and Sum: one Python start for both.
+func TestLossesAndReductionsMatchPyTorch(t *testing.T) {
 	r := rand.New(rand.NewPCG(18, 19))
 	// Several reduction chunks; logits up to +-60 with some far out, where a naive
 	// log(1+exp(x)) overflows.
@@ -44,6 +45,11 @@ func TestLossesMatchPyTorch(t *testing.T) {
 	recordOp(got, "mse0", func(tp *Tape, in []*Tensor) *Tensor { return MSEConst(tp, in[0], 0) }, w, x)
 	recordOp(got, "bce1", func(tp *Tape, in []*Tensor) *Tensor { return BCEWithLogitsConst(tp, in[0], 1) }, w, x)
 	recordOp(got, "bce0", func(tp *Tape, in []*Tensor) *Tensor { return BCEWithLogitsConst(tp, in[0], 0) }, w, x)
+	// Reductions: several chunks of redChunk, the last one partial, with a mean away from 0.
+	xr, s := shifted(r, 1, 0.25, 3, 5, 61, 67), randTensor(r, 2, 3, 4)
+	recordOp(got, "mean", func(tp *Tape, in []*Tensor) *Tensor { return Mean(tp, in[0]) }, w, xr)
+	recordOp(got, "sum", func(tp *Tape, in []*Tensor) *Tensor { return Sum(tp, in[0]) }, w, xr)
+	recordOp(got, "mean_small", func(tp *Tape, in []*Tensor) *Tensor { return Mean(tp, in[0]) }, w, s)
 	want := torchref.Run(t, pyRecord+`
 record('l1', F.l1_loss, 'w', 'x', 'y')
 record('mse', F.mse_loss, 'w', 'x', 'y')
@@ -51,7 +57,10 @@ record('bce', F.binary_cross_entropy_with_logits, 'w', 'x', 'p')
 for v in (0, 1):
     record('mse%d' % v, lambda x: F.mse_loss(x, torch.full_like(x, v)), 'w', 'x')
     record('bce%d' % v, lambda x: F.binary_cross_entropy_with_logits(x, torch.full_like(x, v)), 'w', 'x')
-`, map[string]torchref.Array{"x": arr(x), "y": arr(y), "p": arr(p), "w": arr(w)})
+record('mean', lambda x: x.mean(), 'w', 'xr')
+record('sum', lambda x: x.sum(), 'w', 'xr')
+record('mean_small', lambda x: x.mean(), 'w', 's')
+`, map[string]torchref.Array{"x": arr(x), "y": arr(y), "p": arr(p), "w": arr(w), "xr": arr(xr), "s": arr(s)})
 	torchref.Compare(t, 1e-4, got, want)
 }
 

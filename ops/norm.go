@@ -20,6 +20,9 @@ func InstanceNorm2d(tp *Tape, x, gamma, beta *Tensor, eps float32) *Tensor {
 	mustAffine("InstanceNorm2d", x, gamma, beta)
 	planes, hw := n*c, h*w
 	out := tp.alloc(x.Shape...)
+	if len(out.Data) == 0 {
+		return out
+	}
 	stats := tp.alloc(2 * planes)
 	k := normBodies.get()
 	*k = normKernel{run: instanceNormForward, x: x.Data, y: out.Data, stats: stats.Data,
@@ -115,8 +118,8 @@ func BatchNorm2d(tp *Tape, x, gamma, beta, runMean, runVar *Tensor, training boo
 		}
 	}
 	m := n * h * w
-	if useBatch && m < 2 && training {
-		panic(fmt.Sprintf("ops: BatchNorm2d: training needs more than one value per channel, got input %v", x.Shape))
+	if useBatch && m < 2 {
+		panic(fmt.Sprintf("ops: BatchNorm2d: batch statistics need more than one value per channel, got input %v", x.Shape))
 	}
 	out := tp.alloc(x.Shape...)
 	stats := tp.alloc(3 * c) // mean, rstd, biased variance

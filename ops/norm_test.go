@@ -48,10 +48,11 @@ func TestBatchNormGradient(t *testing.T) {
 
 func TestNormsMatchPyTorch(t *testing.T) {
 	r := rand.New(rand.NewPCG(10, 11))
-	// Planes of 40x48 with a few channels: > ewGrain elements in all, so the parallel path runs.
-	x := shifted(r, 3, 2, 2, 4, 40, 48)
-	w := randTensor(r, 2, 4, 40, 48)
-	gamma, beta := shifted(r, 0.5, 1, 4), randTensor(r, 4)
+	// 16 planes of 40x48: at least two ParallelFor chunks for both norms (2*ewGrain elements).
+	const c = 8
+	x := shifted(r, 3, 2, 2, c, 40, 48)
+	w := randTensor(r, 2, c, 40, 48)
+	gamma, beta := shifted(r, 0.5, 1, c), randTensor(r, c)
 	got := map[string][]float32{}
 	recordOp(got, "in", func(tp *Tape, in []*Tensor) *Tensor {
 		return InstanceNorm2d(tp, in[0], nil, nil, 1e-5)
@@ -60,51 +61,57 @@ func TestNormsMatchPyTorch(t *testing.T) {
 		return InstanceNorm2d(tp, in[0], in[1], in[2], 1e-5)
 	}, w, x, gamma, beta)
 
-	// BatchNorm: two training steps (gradients accumulate in gamma and beta), then eval.
-	xs := [3]*Tensor{shifted(r, 2, 1, 2, 4, 40, 48), shifted(r, 1, -1, 2, 4, 40, 48), shifted(r, 3, 0, 2, 4, 40, 48)}
-	ws := [3]*Tensor{randTensor(r, 2, 4, 40, 48), randTensor(r, 2, 4, 40, 48), randTensor(r, 2, 4, 40, 48)}
-	g, b := gamma.Clone(), beta.Clone()
-	g.SetRequiresGrad(true)
-	b.SetRequiresGrad(true)
-	rm, rv := New(4), New(4)
-	rv.Fill(1)
-	names := [3]string{"1", "2", "3"}
-	for i, xi := range xs {
-		xi := xi.Clone()
-		xi.SetRequiresGrad(true)
-		tp := NewTape()
-		y := BatchNorm2d(tp, xi, g, b, rm, rv, i < 2, 0.1, 1e-5)
-		tp.Backward(weightedSum(tp, y, ws[i]))
-		got["bn_y"+names[i]] = append([]float32(nil), y.Data...)
-		got["bn_dx"+names[i]] = xi.Grad
-		if i == 1 {
-			got["bn_rm"] = append([]float32(nil), rm.Data...)
-			got["bn_rv"] = append([]float32(nil), rv.Data...)
+	inputs := map[string]torchref.Array{"x": arr(x), "w": arr(w), "gamma": arr(gamma), "beta": arr(beta)}
+	// BatchNorm: two training steps (gradients accumulate in gamma and beta), then eval; once
+	// large (parallel) and once with 20 values per channel, where the unbiased running variance
+	// (factor 20/19) differs visibly from the biased one.
+	for _, bn := range []struct {
+		name string
+		h, w int
+	}{{"bn", 40, 48}, {"bns", 2, 5}} {
+		g, b := gamma.Clone(), beta.Clone()
+		g.SetRequiresGrad(true)
+		b.SetRequiresGrad(true)
+		rm, rv := New(c), New(c)
+		rv.Fill(1)
+		for i, step := range []string{"1", "2", "3"} {
+			xi, wi := shifted(r, float32(2-i/2), float32(1-i), 2, c, bn.h, bn.w), randTensor(r, 2, c, bn.h, bn.w)
+			inputs[bn.name+"_x"+step], inputs[bn.name+"_w"+step] = arr(xi), arr(wi)
+			xi.SetRequiresGrad(true)
+			tp := NewTape()
+			y := BatchNorm2d(tp, xi, g, b, rm, rv, i < 2, 0.1, 1e-5)
+			tp.Backward(weightedSum(tp, y, wi))
+			got[bn.name+"_y"+step] = append([]float32(nil), y.Data...)
+			got[bn.name+"_dx"+step] = xi.Grad
+			if i == 1 {
+				got[bn.name+"_rm"] = append([]float32(nil), rm.Data...)
+				got[bn.name+"_rv"] = append([]float32(nil), rv.Data...)
+			}
 		}
+		got[bn.name+"_dgamma"], got[bn.name+"_dbeta"] = g.Grad, b.Grad
 	}
-	got["bn_dgamma"], got["bn_dbeta"] = g.Grad, b.Grad
 
 	want := torchref.Run(t, pyRecord+`
 record('in', lambda x: F.instance_norm(x, eps=1e-5), 'w', 'x')
 record('inaff', lambda x, g, b: F.instance_norm(x, weight=g, bias=b, eps=1e-5), 'w', 'x', 'gamma', 'beta')
-bn = torch.nn.BatchNorm2d(4, eps=1e-5, momentum=0.1)
-with torch.no_grad():
-    bn.weight.copy_(I['gamma'])
-    bn.bias.copy_(I['beta'])
-for i in ('1', '2', '3'):
-    if i == '3':
-        O['bn_rm'] = bn.running_mean.clone()
-        O['bn_rv'] = bn.running_var.clone()
-        bn.eval()
-    x = I['x' + i].clone().requires_grad_(True)
-    y = bn(x)
-    (y * I['w' + i]).sum().backward()
-    O['bn_y' + i] = y
-    O['bn_dx' + i] = x.grad
-O['bn_dgamma'] = bn.weight.grad
-O['bn_dbeta'] = bn.bias.grad
-`, map[string]torchref.Array{"x": arr(x), "w": arr(w), "gamma": arr(gamma), "beta": arr(beta),
-		"x1": arr(xs[0]), "x2": arr(xs[1]), "x3": arr(xs[2]), "w1": arr(ws[0]), "w2": arr(ws[1]), "w3": arr(ws[2])})
+for name in ('bn', 'bns'):
+    bn = torch.nn.BatchNorm2d(8, eps=1e-5, momentum=0.1)
+    with torch.no_grad():
+        bn.weight.copy_(I['gamma'])
+        bn.bias.copy_(I['beta'])
+    for i in ('1', '2', '3'):
+        if i == '3':
+            O[name + '_rm'] = bn.running_mean.clone()
+            O[name + '_rv'] = bn.running_var.clone()
+            bn.eval()
+        x = I[name + '_x' + i].clone().requires_grad_(True)
+        y = bn(x)
+        (y * I[name + '_w' + i]).sum().backward()
+        O[name + '_y' + i] = y
+        O[name + '_dx' + i] = x.grad
+    O[name + '_dgamma'] = bn.weight.grad
+    O[name + '_dbeta'] = bn.bias.grad
+`, inputs)
 	torchref.Compare(t, 1e-4, got, want)
 }
 
@@ -165,30 +172,81 @@ func TestNormShapePanics(t *testing.T) {
 	}
 }
 
-func benchNorm(b *testing.B, f func(tp *Tape, x *Tensor) *Tensor) {
+// torchOpTiming times forward+backward of the ops of BenchmarkOpsVsTorch in PyTorch on as
+// many threads, from the same inputs.
+const torchOpTiming = `
+import time
+torch.set_num_threads(int(I['threads'][0]))
+x = I['x'].clone().requires_grad_(True)
+y, gy = I['y'], I['gy']
+g = torch.ones(64, requires_grad=True)
+b = torch.zeros(64, requires_grad=True)
+bn = torch.nn.BatchNorm2d(64)
+ops = {
+    'InstanceNorm2d': lambda: F.instance_norm(x, weight=g, bias=b, eps=1e-5).backward(gy),
+    'BatchNorm2d': lambda: bn(x).backward(gy),
+    'LeakyReLU': lambda: F.leaky_relu(x, 0.2).backward(gy),
+    'ReLU': lambda: F.relu(x).backward(gy),
+    'Tanh': lambda: torch.tanh(x).backward(gy),
+    'Add': lambda: (x + y).backward(gy),
+    'L1Loss': lambda: F.l1_loss(x, y).backward(),
+    'MSELoss': lambda: F.mse_loss(x, y).backward(),
+}
+for name, f in ops.items():
+    for _ in range(2):
+        f()
+    t, k = time.perf_counter(), 5
+    for _ in range(k):
+        f()
+    O[name] = torch.tensor([(time.perf_counter() - t) / k * 1e3])
+`
+
+// BenchmarkOpsVsTorch times forward+backward of this file's and its siblings' hot ops on one
+// 64-channel 256x256 activation (the first block of a ResNet generator) and reports the ratio
+// to PyTorch on as many threads, measured in the same run.
+func BenchmarkOpsVsTorch(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 1))
-	x := randTensor(r, 1, 64, 256, 256)
+	x, y, gy := randTensor(r, 1, 64, 256, 256), randTensor(r, 1, 64, 256, 256), randTensor(r, 1, 64, 256, 256)
 	x.SetRequiresGrad(true)
-	tp := NewTape()
-	b.SetBytes(int64(4 * x.Numel()))
-	for b.Loop() {
-		tp.Reset()
-		y := f(tp, x)
-		SeedGrad(y, x.Data)
-		tp.BackwardFrom()
-	}
-}
-
-// BenchmarkInstanceNormForwardBackward: the CycleGAN generator's first norm at 256x256.
-func BenchmarkInstanceNormForwardBackward(b *testing.B) {
-	g, be := NewParam("g", 64), NewParam("b", 64)
-	g.Fill(1)
-	benchNorm(b, func(tp *Tape, x *Tensor) *Tensor { return InstanceNorm2d(tp, x, g, be, 1e-5) })
-}
-
-func BenchmarkBatchNormForwardBackward(b *testing.B) {
+	torchMs := torchref.Run(b, pyRecord+torchOpTiming, map[string]torchref.Array{
+		"x": arr(x), "y": arr(y), "gy": arr(gy), "threads": torchref.Of([]float32{float32(Threads())}, 1),
+	})
 	g, be := NewParam("g", 64), NewParam("b", 64)
 	g.Fill(1)
 	rm, rv := New(64), New(64)
-	benchNorm(b, func(tp *Tape, x *Tensor) *Tensor { return BatchNorm2d(tp, x, g, be, rm, rv, true, 0.1, 1e-5) })
+	rv.Fill(1)
+	ops := []struct {
+		name string
+		f    func(tp *Tape) *Tensor
+	}{
+		{"InstanceNorm2d", func(tp *Tape) *Tensor { return InstanceNorm2d(tp, x, g, be, 1e-5) }},
+		{"BatchNorm2d", func(tp *Tape) *Tensor { return BatchNorm2d(tp, x, g, be, rm, rv, true, 0.1, 1e-5) }},
+		{"LeakyReLU", func(tp *Tape) *Tensor { return LeakyReLU(tp, x, 0.2) }},
+		{"ReLU", func(tp *Tape) *Tensor { return ReLU(tp, x) }},
+		{"Tanh", func(tp *Tape) *Tensor { return Tanh(tp, x) }},
+		{"Add", func(tp *Tape) *Tensor { return Add(tp, x, y) }},
+		{"L1Loss", func(tp *Tape) *Tensor { return L1Loss(tp, x, y) }},
+		{"MSELoss", func(tp *Tape) *Tensor { return MSELoss(tp, x, y) }},
+	}
+	for _, op := range ops {
+		b.Run(op.name, func(b *testing.B) {
+			tp := NewTape()
+			iters := 0
+			for b.Loop() {
+				tp.Reset()
+				out := op.f(tp)
+				if out.Numel() == 1 {
+					tp.Backward(out)
+				} else {
+					SeedGrad(out, gy.Data)
+					tp.BackwardFrom()
+				}
+				iters++
+			}
+			ms := b.Elapsed().Seconds() * 1e3 / float64(iters)
+			tms := float64(torchMs[op.name].Data[0])
+			b.ReportMetric(tms, "torch_ms")
+			b.ReportMetric(tms/ms, "speedup_vs_torch")
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Body is the loop body ParallelFor runs on [lo, hi). It runs concurrently with
@@ -19,8 +20,8 @@ var (
 	threads atomic.Int32 // worker count kernels use; see SetThreads
 
 	poolMu  sync.Mutex
-	workers int         // helper goroutines started so far (they never exit)
-	work    chan pfTask // batches that want help; a helper may get one already finished
+	workers atomic.Int32 // helper goroutines started so far (they never exit)
+	work    chan pfTask  // batches that want help; a helper may get one already finished
 
 	freeBatches = make(chan *pfBatch, 64) // recycled batches so a call allocates nothing
 )
@@ -44,16 +45,51 @@ func SetThreads(n int) {
 
 // ensureWorkers starts helpers until there are n-1 of them (the caller is the n-th).
 func ensureWorkers(n int) {
+	if int(workers.Load()) >= n-1 {
+		return
+	}
 	poolMu.Lock()
-	for workers < n-1 {
-		workers++
-		go func() {
-			for t := range work {
-				t.b.help(t.gen, false)
-			}
-		}()
+	for int(workers.Load()) < n-1 {
+		workers.Add(1)
+		go helper()
 	}
 	poolMu.Unlock()
+}
+
+// helperSpin is how long an idle helper keeps polling for work before it parks. Waking
+// a parked goroutine's thread takes 50-200 µs on the VMs we run on, as long as a whole
+// 256^3 Sgemm, so helpers stay awake across the short gaps between kernels of a
+// training step, as OpenMP runtimes do.
+const helperSpin = 200 * time.Microsecond
+
+func helper() {
+	for {
+		t, ok := pollWork()
+		if !ok {
+			t = <-work
+		}
+		t.b.help(t.gen, false)
+	}
+}
+
+// pollWork polls the work queue for up to helperSpin, yielding the thread between polls.
+func pollWork() (pfTask, bool) {
+	var start time.Time
+	for i := 0; ; i++ {
+		select {
+		case t := <-work:
+			return t, true
+		default:
+		}
+		if i%32 == 0 {
+			if i == 0 {
+				start = time.Now()
+			} else if time.Since(start) > helperSpin {
+				return pfTask{}, false
+			}
+		}
+		runtime.Gosched()
+	}
 }
 
 // pfTask asks a helper to join generation gen of batch b.

@@ -3,8 +3,6 @@ package ops
 import (
 	"math/rand/v2"
 	"testing"
-
-	"wkd/internal/torchref"
 )
 
 func TestReduceGradients(t *testing.T) {
@@ -15,23 +13,7 @@ func TestReduceGradients(t *testing.T) {
 	gradCheck(t, "Sum", 1e-2, 1e-3, func(tp *Tape) *Tensor { return Sum(tp, x) }, x)
 }
 
-func TestReduceMatchesPyTorch(t *testing.T) {
-	r := rand.New(rand.NewPCG(15, 16))
-	// Several chunks of redChunk, the last one partial, with a mean well away from 0.
-	x := shifted(r, 1, 0.25, 3, 5, 61, 67)
-	s := randTensor(r, 2, 3, 4)
-	w := FromData([]float32{-1.3}, 1)
-	got := map[string][]float32{}
-	recordOp(got, "mean", func(tp *Tape, in []*Tensor) *Tensor { return Mean(tp, in[0]) }, w, x)
-	recordOp(got, "sum", func(tp *Tape, in []*Tensor) *Tensor { return Sum(tp, in[0]) }, w, x)
-	recordOp(got, "mean_small", func(tp *Tape, in []*Tensor) *Tensor { return Mean(tp, in[0]) }, w, s)
-	want := torchref.Run(t, pyRecord+`
-record('mean', lambda x: x.mean(), 'w', 'x')
-record('sum', lambda x: x.sum(), 'w', 'x')
-record('mean_small', lambda x: x.mean(), 'w', 's')
-`, map[string]torchref.Array{"x": arr(x), "s": arr(s), "w": arr(w)})
-	torchref.Compare(t, 1e-4, got, want)
-}
+// PyTorch parity of Mean and Sum is in TestLossesAndReductionsMatchPyTorch (one Python run).
 
 // TestReduceSameForAnyThreads: the chunks are fixed, so the sum is bit-identical whatever the
 // number of threads (replicas with different core counts stay identical).
@@ -49,14 +31,5 @@ func TestReduceSameForAnyThreads(t *testing.T) {
 		} else if got != ref {
 			t.Errorf("%d threads: %v, 1 thread: %v", th, got, ref)
 		}
-	}
-}
-
-func BenchmarkMeanLarge(b *testing.B) {
-	r := rand.New(rand.NewPCG(1, 1))
-	x := randTensor(r, 1, 64, 256, 256)
-	b.SetBytes(int64(4 * x.Numel()))
-	for b.Loop() {
-		Mean(nil, x)
 	}
 }

@@ -20,8 +20,10 @@ log() { echo "cuda-deps: $*" >&2; }
 
 # Headers and link-time libraries. libcuda1 carries the driver API (libcuda.so.1); on a machine
 # with a GPU the driver's own copy is used at run time.
+# The real libcuda1 (not the link stub) lets test binaries start on a machine without a GPU, where
+# cuInit then reports why, and the GPU tests skip with that reason.
 pkgs=(nvidia-cuda-dev libcudart11.0 libcublas11 libcublaslt11 libcuda1 libnvidia-ptxjitcompiler1)
-[ "${WKD_CUDA_NVCC:-0}" = 1 ] && pkgs+=(nvidia-cuda-toolkit nvidia-cuda-toolkit-doc- libnvvm4 nvidia-opencl-dev- )
+[ "${WKD_CUDA_NVCC:-0}" = 1 ] && pkgs+=(nvidia-cuda-toolkit libnvvm4)
 
 stamp="$root/.done-$(printf '%s\n' "${pkgs[@]}" | sha256sum | cut -c1-12)"
 
@@ -74,7 +76,6 @@ if [ ! -e "$stamp" ]; then
   # Resolve "pkg-" (optional) names: keep only packages the archive knows.
   want=()
   for p in "${pkgs[@]}"; do
-    [ "${p%-}" != "$p" ] && continue
     if apt-cache "${apt_opts[@]}" show "$p" >/dev/null 2>&1; then
       want+=("$p")
     else
@@ -91,20 +92,32 @@ fi
 
 inc="$root/usr/include"
 lib="$root/usr/lib/x86_64-linux-gnu"
-# Debian ships only versioned sonames in the runtime packages; give the linker plain names.
-for so in libcuda libcudart libcublas libcublasLt; do
-  if [ ! -e "$lib/$so.so" ]; then
-    real="$(ls "$lib/$so.so."* 2>/dev/null | sort -V | tail -n1 || true)"
-    [ -n "$real" ] && ln -sf "$(basename "$real")" "$lib/$so.so"
-  fi
-done
-for need in "$inc/cuda.h" "$inc/cublas_v2.h" "$lib/libcuda.so" "$lib/libcublas.so"; do
+drv="$lib/nvidia/current"
+for need in "$inc/cuda.h" "$inc/cublas_v2.h" "$drv/libcuda.so" "$lib/libcublas.so" "$lib/libcudart.so"; do
   [ -e "$need" ] || { log "missing $need after extraction; remove $root and rerun" ; exit 1; }
 done
 
 echo "export CGO_ENABLED=1"
 echo "export CGO_CFLAGS='-I$inc'"
-echo "export CGO_LDFLAGS='-L$lib -Wl,-rpath-link,$lib'"
-if [ -x "$root/usr/bin/nvcc" ]; then
-  echo "export PATH='$root/usr/bin':\"\$PATH\""
+echo "export CGO_LDFLAGS='-L$lib -L$drv -Wl,-rpath-link,$lib:$drv'"
+# Only for running test binaries on this (GPU-less) machine. On a GPU machine use the system's
+# CUDA and driver instead: a libcuda that does not match the kernel module refuses to start.
+echo "export LD_LIBRARY_PATH='$lib:$drv'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+tk="$root/usr/lib/nvidia-cuda-toolkit/bin"
+if [ -x "$tk/nvcc" ]; then
+  # Debian's nvcc.profile is a link to /etc/nvcc.profile with absolute paths; point a private
+  # one at the extracted tree instead.
+  if [ -L "$tk/nvcc.profile" ] || [ ! -e "$tk/nvcc.profile" ]; then
+    rm -f "$tk/nvcc.profile"
+    cat >"$tk/nvcc.profile" <<'PROFILE'
+NVVMIR_LIBRARY_DIR = $(_HERE_)/../libdevice
+PATH		+= $(_HERE_):
+INCLUDES	+= "-I$(_HERE_)/../../../include" $(_SPACE_)
+LIBRARIES	=+ $(_SPACE_) "-L$(_HERE_)/../../x86_64-linux-gnu/stubs" "-L$(_HERE_)/../../x86_64-linux-gnu"
+PROFILE
+  fi
+  # Debian's gcc wrappers beside nvcc want gcc <= 11; name the system compiler (PTX only needs
+  # its preprocessor; kernels/gen.sh passes -allow-unsupported-compiler).
+  echo "export NVCC='$tk/nvcc'"
+  echo "export NVCC_CCBIN='$(command -v g++ || command -v c++ || echo g++)'"
 fi

@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -40,6 +41,31 @@ func (t *Trainer) checkpointPath(step int64) string {
 // temporary name and renamed, and older checkpoints beyond KeepCheckpoints are removed only
 // after the new one is in place.
 func (t *Trainer) checkpoint() error {
+	tensors, meta := t.state()
+	dir := filepath.Join(t.cfg.Dir, ckptDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := t.checkpointPath(t.step)
+	if err := safetensors.WriteFile(path, tensors, meta); err != nil {
+		return fmt.Errorf("writing checkpoint: %w", err)
+	}
+	t.lastCheckpointedStep = t.step
+	t.log.Info().Int64("step", t.step).Str("path", path).Msg("checkpoint")
+	all, err := listCheckpoints(t.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	for len(all) > t.cfg.KeepCheckpoints {
+		os.Remove(all[0])
+		all = all[1:]
+	}
+	return nil
+}
+
+// state is the whole training state as named tensors and metadata, checksummed: what a
+// checkpoint holds and what a joining replica receives.
+func (t *Trainer) state() (map[string]safetensors.Tensor, map[string]string) {
 	tensors := map[string]safetensors.Tensor{}
 	for _, n := range t.nets() {
 		for _, p := range n.net.State() {
@@ -68,25 +94,27 @@ func (t *Trainer) checkpoint() error {
 		metaConfig:   string(cfg),
 	}
 	meta[metaSum] = checksum(tensors, meta)
-	dir := filepath.Join(t.cfg.Dir, ckptDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	path := t.checkpointPath(t.step)
-	if err := safetensors.WriteFile(path, tensors, meta); err != nil {
-		return fmt.Errorf("writing checkpoint: %w", err)
-	}
-	t.lastCheckpointedStep = t.step
-	t.log.Info().Int64("step", t.step).Str("path", path).Msg("checkpoint")
-	all, err := listCheckpoints(t.cfg.Dir)
+	return tensors, meta
+}
+
+// StateBytes encodes the whole training state (safetensors), for a replica that joins.
+func (t *Trainer) StateBytes() ([]byte, error) {
+	tensors, meta := t.state()
+	var buf bytes.Buffer
+	err := safetensors.Encode(&buf, tensors, meta)
+	return buf.Bytes(), err
+}
+
+// LoadStateBytes replaces the training state with one StateBytes encoded (verified first).
+func (t *Trainer) LoadStateBytes(b []byte) error {
+	tensors, meta, err := safetensors.Decode(b)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: state from a peer: %w", ErrCheckpoint, err)
 	}
-	for len(all) > t.cfg.KeepCheckpoints {
-		os.Remove(all[0])
-		all = all[1:]
+	if got := checksum(tensors, meta); got != meta[metaSum] {
+		return fmt.Errorf("%w: state from a peer: checksum mismatch", ErrCheckpoint)
 	}
-	return nil
+	return t.applyState("state from a peer", tensors, meta)
 }
 
 // checksum hashes every tensor (name, shape, bits) and every metadata entry but the checksum
@@ -189,6 +217,17 @@ func (t *Trainer) resumeFrom(path string) error {
 	if err != nil {
 		return err
 	}
+	if err := t.applyState(path, tensors, meta); err != nil {
+		return err
+	}
+	t.lastCheckpointedStep = t.step
+	t.log.Info().Str("path", path).Int64("step", t.step).Int("epoch", t.at.Epoch).Int("pos", t.at.Pos).Msg("resumed")
+	return nil
+}
+
+// applyState checks a decoded state against this trainer's networks, then loads it. Nothing
+// changes on error; errors name where the state came from.
+func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor, meta map[string]string) error {
 	// Check everything before changing anything.
 	for _, n := range t.nets() {
 		for _, p := range n.net.State() {
@@ -248,8 +287,7 @@ func (t *Trainer) resumeFrom(path string) error {
 			copy(pool.shape[:], v.Shape)
 		}
 	}
-	t.step, t.at, t.lastCheckpointedStep = step, at, step
-	t.log.Info().Str("path", path).Int64("step", step).Int("epoch", at.Epoch).Int("pos", at.Pos).Msg("resumed")
+	t.step, t.at = step, at
 	return nil
 }
 

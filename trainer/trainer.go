@@ -19,11 +19,13 @@ import (
 	"wkd/sharding"
 )
 
-// GradSync averages gradients across data-parallel replicas; nil means one process.
+// GradSync averages values across data-parallel replicas; nil means one process.
 type GradSync interface {
-	// Average replaces every tensor's Grad with its mean over the replicas, identically on
-	// all of them. An error abandons the step (the cluster changed under it).
-	Average(params []*ops.Tensor) error
+	// Average replaces each slice with its mean over the replicas, identically (bit for bit)
+	// on all of them. The slices are one network's gradients (or BatchNorm statistics), in
+	// reverse layer order so communication can start with the layers backward finished first.
+	// An error abandons the step: the cluster changed under it.
+	Average(values [][]float32) error
 }
 
 // World is where this replica stands in a data-parallel run.
@@ -31,6 +33,14 @@ type World struct {
 	Rank, Size int
 	Sync       GradSync
 }
+
+// ErrStepAborted wraps a synchronization failure: the step was rolled back, and the run can
+// continue from Step() once the world is settled (SetWorld, maybe LoadStateBytes).
+var ErrStepAborted = errors.New("trainer: step aborted")
+
+// SetWorld changes this replica's rank, world size or synchronizer between steps; the epoch
+// continues from the same global sample position.
+func (t *Trainer) SetWorld(w World) { t.world = w }
 
 // Loss is one named, logged loss value.
 type Loss struct {
@@ -76,6 +86,9 @@ type Trainer struct {
 	logFile              *os.File
 	lastCheckpointedStep int64
 	logFields            map[string]any
+	shareWeight          float32     // this rank's gradient weight for uneven shares
+	syncBufs             [][]float32 // reused list of slices handed to the synchronizer
+	snap                 []byte      // the state before the step in flight (multi-replica runs)
 }
 
 // Close releases the run's log file.
@@ -109,7 +122,7 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Trainer{cfg: cfg, world: World{Rank: 0, Size: 1}, tape: ops.NewTape(), start: time.Now()}
+	t := &Trainer{cfg: cfg, world: World{Rank: 0, Size: 1}, tape: ops.NewTape(), start: time.Now(), shareWeight: 1}
 	for _, o := range opts {
 		o(t)
 	}
@@ -279,6 +292,9 @@ func (t *Trainer) Run(ctx context.Context) error {
 
 // runEpoch trains from t.at to the end of its epoch.
 func (t *Trainer) runEpoch(ctx context.Context) error {
+	if t.cfg.BatchSize < t.world.Size {
+		return fmt.Errorf("%w: --batch-size %d is the global batch; it must be at least the number of nodes (%d)", ErrConfig, t.cfg.BatchSize, t.world.Size)
+	}
 	shards := t.plan.Shards(t.at, t.world.Rank, t.world.Size, t.cfg.BatchSize)
 	if t.cfg.MaxSteps > 0 {
 		left := int64(t.cfg.MaxSteps) - t.step
@@ -297,8 +313,26 @@ func (t *Trainer) runEpoch(ctx context.Context) error {
 			return err
 		}
 		t0 := time.Now()
+		distributed := t.world.Sync != nil && t.world.Size > 1
+		if distributed {
+			if t.snap, err = t.StateBytes(); err != nil {
+				return err
+			}
+			n := len(t.plan.GlobalBatch(t.at.Epoch, t.at.Pos, t.cfg.BatchSize))
+			t.shareWeight = float32(sharding.Weight(n, t.world.Rank, t.world.Size) * float64(t.world.Size))
+		}
 		rep, err := t.trainStep(b)
+		if err == nil && distributed {
+			err = t.syncBuffers(&rep)
+		}
 		if err != nil {
+			if distributed && !errors.Is(err, ErrDiverged) {
+				if rerr := t.LoadStateBytes(t.snap); rerr != nil {
+					return errors.Join(err, rerr)
+				}
+				t.log.Warn().Err(err).Int64("step", t.step+1).Msg("step abandoned; rolled back")
+				return fmt.Errorf("%w: %w", ErrStepAborted, err)
+			}
 			return err
 		}
 		t.step++
@@ -344,13 +378,48 @@ func fillTensor(dst *ops.Tensor, src []float32, shape [4]int) *ops.Tensor {
 	return dst
 }
 
-// syncGrads averages params' gradients over the world and times it.
+// syncGrads averages params' gradients over the world and times it. A rank's share of the
+// global batch may be one sample larger than another's; its gradient, a mean over its share,
+// is first weighted by share*world/batch so that the average over ranks is the mean over the
+// global batch, as one process would compute it.
 func (t *Trainer) syncGrads(params []*ops.Tensor, rep *StepReport) error {
-	if t.world.Sync == nil {
+	if t.world.Sync == nil || t.world.Size == 1 {
+		return nil
+	}
+	if t.shareWeight != 1 {
+		for _, p := range params {
+			for i := range p.Grad {
+				p.Grad[i] *= t.shareWeight
+			}
+		}
+	}
+	t0 := time.Now()
+	t.syncBufs = t.syncBufs[:0]
+	for i := len(params) - 1; i >= 0; i-- {
+		t.syncBufs = append(t.syncBufs, params[i].Grad)
+	}
+	err := t.world.Sync.Average(t.syncBufs)
+	rep.SyncTime += time.Since(t0)
+	return err
+}
+
+// syncBuffers averages BatchNorm running statistics over the world, so replicas stay
+// identical; each replica normalized with its own share's batch statistics (see README).
+func (t *Trainer) syncBuffers(rep *StepReport) error {
+	if t.world.Sync == nil || t.world.Size == 1 {
+		return nil
+	}
+	t.syncBufs = t.syncBufs[:0]
+	for _, n := range t.nets() {
+		for _, b := range n.net.Buffers() {
+			t.syncBufs = append(t.syncBufs, b.Data)
+		}
+	}
+	if len(t.syncBufs) == 0 {
 		return nil
 	}
 	t0 := time.Now()
-	err := t.world.Sync.Average(params)
+	err := t.world.Sync.Average(t.syncBufs)
 	rep.SyncTime += time.Since(t0)
 	return err
 }

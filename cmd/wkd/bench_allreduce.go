@@ -48,7 +48,7 @@ func runBenchAllreduce(args []string) error {
 	fs := flag.NewFlagSet("bench-allreduce", flag.ContinueOnError)
 	nodes := fs.String("nodes", "2,3,4", "comma-separated world sizes; each rank is a separate process")
 	sizes := fs.String("sizes", "1,16,64", "comma-separated buffer sizes in MiB")
-	fs.IntVar(&o.reps, "reps", 5, "timed repetitions per (nodes, size); the arMedian is reported")
+	fs.IntVar(&o.reps, "reps", 5, "timed repetitions per (nodes, size); the median is reported")
 	fs.IntVar(&o.warmup, "warmup", 1, "untimed repetitions before the timed ones")
 	fs.IntVar(&o.chunk, "chunk", allreduce.DefaultChunkBytes, "all-reduce chunk payload in bytes (multiple of 4, at most 1 MiB)")
 	fs.IntVar(&o.rawMiB, "raw-mib", 64, "MiB sent per repetition by the raw NATS and TCP peers")
@@ -68,7 +68,13 @@ func runBenchAllreduce(args []string) error {
 		})
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: bench-allreduce takes flags only", fs.Arg(0))
 	}
 	var err error
 	if o.nodes, err = arParseInts(*nodes, 1, 64); err != nil {
