@@ -18,17 +18,18 @@ mkdir -p "$root"
 
 log() { echo "cuda-deps: $*" >&2; }
 
-# Headers and link-time libraries. libcuda1 carries the driver API (libcuda.so.1); on a machine
-# with a GPU the driver's own copy is used at run time.
-# The real libcuda1 (not the link stub) lets test binaries start on a machine without a GPU, where
-# cuInit then reports why, and the GPU tests skip with that reason.
+# Headers and link-time libraries. libcuda1 is the real driver library (not the link stub), so
+# test binaries start on a machine without a GPU and cuInit reports why (ops/cuda/gpuexec turns
+# that into a skip); on a GPU machine use the system's driver instead (scripts/device-check.sh).
 pkgs=(nvidia-cuda-dev libcudart11.0 libcublas11 libcublaslt11 libcuda1 libnvidia-ptxjitcompiler1)
 [ "${WKD_CUDA_NVCC:-0}" = 1 ] && pkgs+=(nvidia-cuda-toolkit libnvvm4)
 
-stamp="$root/.done-$(printf '%s\n' "${pkgs[@]}" | sha256sum | cut -c1-12)"
+# One stamp per extracted package, so adding nvcc later fetches only what is missing.
+missing=()
+for p in "${pkgs[@]}"; do
+  [ -e "$root/.pkg-$p" ] || missing+=("$p")
+done
 
-# mirror_and_suite prints "URL SUITE" of the machine's main Debian archive (not -security,
-# not -updates), read from deb822 .sources files or the one-line sources.list format.
 mirror_and_suite() {
   local f
   for f in /etc/apt/sources.list.d/*.sources; do
@@ -50,7 +51,7 @@ mirror_and_suite() {
   done
 }
 
-if [ ! -e "$stamp" ]; then
+if [ ${#missing[@]} -gt 0 ]; then
   read -r mirror suite < <(mirror_and_suite | head -n1) || true
   if [ -z "${mirror:-}" ] || [ -z "${suite:-}" ]; then
     log "no Debian mirror found in /etc/apt/sources.list or /etc/apt/sources.list.d/; add one and rerun" >&2
@@ -74,20 +75,20 @@ if [ ! -e "$stamp" ]; then
   )
   apt-get "${apt_opts[@]}" -qq update >&2
   # Resolve "pkg-" (optional) names: keep only packages the archive knows.
-  want=()
-  for p in "${pkgs[@]}"; do
-    if apt-cache "${apt_opts[@]}" show "$p" >/dev/null 2>&1; then
-      want+=("$p")
-    else
-      log "package $p not in $suite; skipped"
+  for p in "${missing[@]}"; do
+    if ! apt-cache "${apt_opts[@]}" show "$p" >/dev/null 2>&1; then
+      log "package $p is not in $mirror $suite (contrib/non-free); cannot continue"
+      exit 1
     fi
   done
-  (cd "$tmp/debs" && apt-get "${apt_opts[@]}" -qq download "${want[@]}" >&2)
-  for deb in "$tmp"/debs/*.deb; do
-    log "extracting $(basename "$deb")"
-    dpkg -x "$deb" "$root"
+  (cd "$tmp/debs" && apt-get "${apt_opts[@]}" -qq download "${missing[@]}" >&2)
+  for p in "${missing[@]}"; do
+    for deb in "$tmp/debs/${p}_"*.deb; do
+      log "extracting $(basename "$deb")"
+      dpkg -x "$deb" "$root"
+    done
+    touch "$root/.pkg-$p"
   done
-  touch "$stamp"
 fi
 
 inc="$root/usr/include"

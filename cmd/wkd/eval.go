@@ -245,6 +245,9 @@ func lossCurves(path string) ([]metrics.Curve, int64) {
 		if json.Unmarshal(sc.Bytes(), &line) != nil || line["message"] != "step" {
 			continue
 		}
+		if r, ok := line["rank"].(float64); ok && r != 0 {
+			continue // a cluster's other ranks log their own shares' losses
+		}
 		step, _ := line["step"].(float64)
 		last = int64(step)
 		for k, v := range line {

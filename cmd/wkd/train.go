@@ -129,23 +129,11 @@ func runTrain(name string, args []string) error {
 	if err != nil {
 		return err
 	}
-	// Small-image defaults: the built-in datasets are 32x32. The reference's 256x256 recipe is
-	// --load-size 286 --crop-size 256 --netG unet_256 (pix2pix) or resnet_9blocks (CycleGAN).
-	preset.G.Kind, preset.G.NGF = models.ResNet, 32
-	if preset.Task == trainer.Pix2Pix {
-		preset.G.Kind = models.UNet
-	}
-	preset.CheckpointEvery, preset.LogEvery = 500, 50
-	if distill {
-		preset.G.NGF, preset.D.NDF = 8, 32
-		preset.KD, preset.Alpha = trainer.KDWavelet, 1
-		if preset.Task == trainer.Pix2Pix {
-			preset.Alpha = 100 // L1 lambda is 100: the KD term must be comparable to matter
-		}
-	}
+	applySmallDefaults(&preset, distill)
 	f := runFlags{cfg: preset}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	bindRunFlags(fs, &f, distill)
+	fs.IntVar(&f.localNodes, "local-nodes", 0, "train data-parallel on N node processes on this machine, with an embedded NATS server")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: wkd %s [flags]\n\n", name)
 		if distill {
@@ -163,24 +151,12 @@ func runTrain(name string, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
-	cfg := f.cfg
-	cfg.G.Dropout = !f.noDropout
-	cfg.D.Norm = cfg.G.Norm
-	cfg.D.InputNC = cfg.G.OutputNC
-	if cfg.Task == trainer.Pix2Pix {
-		cfg.D.InputNC = cfg.G.InputNC + cfg.G.OutputNC // D sees (A, B) pairs
+	cfg, err := f.resolve(distill)
+	if err != nil {
+		return err
 	}
-	if !distill {
-		cfg.KD = trainer.KDNone
-	}
-	if f.resume || f.resumeFrom != "" {
-		// The run's own configuration wins, so a resumed run is the same run.
-		saved, err := trainer.LoadConfig(cfg.Dir)
-		if err != nil {
-			return fmt.Errorf("--resume: %w", err)
-		}
-		saved.MaxSteps, saved.Threads = cfg.MaxSteps, cfg.Threads
-		cfg = saved
+	if f.localNodes > 0 {
+		return runLocalCluster(name, args, f.localNodes, cfg)
 	}
 
 	out, err := logWriter(f.logFormat)
@@ -233,4 +209,46 @@ func logWriter(format string) (io.Writer, error) {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// applySmallDefaults sets the defaults for the built-in 32x32 datasets. The reference's
+// 256x256 recipe is --load-size 286 --crop-size 256 --netG unet_256 (pix2pix) or
+// resnet_9blocks (CycleGAN).
+func applySmallDefaults(preset *trainer.Config, distill bool) {
+	preset.G.Kind, preset.G.NGF = models.ResNet, 32
+	if preset.Task == trainer.Pix2Pix {
+		preset.G.Kind = models.UNet
+	}
+	preset.CheckpointEvery, preset.LogEvery = 500, 50
+	if distill {
+		preset.G.NGF, preset.D.NDF = 8, 32
+		preset.KD, preset.Alpha = trainer.KDWavelet, 1
+		if preset.Task == trainer.Pix2Pix {
+			preset.Alpha = 100 // L1 lambda is 100: the KD term must be comparable to matter
+		}
+	}
+}
+
+// resolve turns parsed flags into the run's configuration; a resumed run takes its own saved
+// configuration, so it stays the same run.
+func (f *runFlags) resolve(distill bool) (trainer.Config, error) {
+	cfg := f.cfg
+	cfg.G.Dropout = !f.noDropout
+	cfg.D.Norm = cfg.G.Norm
+	cfg.D.InputNC = cfg.G.OutputNC
+	if cfg.Task == trainer.Pix2Pix {
+		cfg.D.InputNC = cfg.G.InputNC + cfg.G.OutputNC // D sees (A, B) pairs
+	}
+	if !distill {
+		cfg.KD = trainer.KDNone
+	}
+	if f.resume || f.resumeFrom != "" {
+		saved, err := trainer.LoadConfig(cfg.Dir)
+		if err != nil {
+			return cfg, fmt.Errorf("--resume: %w", err)
+		}
+		saved.MaxSteps, saved.Threads = cfg.MaxSteps, cfg.Threads
+		cfg = saved
+	}
+	return cfg, nil
 }

@@ -1,0 +1,457 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"wkd/allreduce"
+	"wkd/node"
+	"wkd/trainer"
+)
+
+func init() {
+	register(command{name: "node", summary: "one member of a training cluster: --job train|distill plus that job's flags", run: runNode})
+}
+
+// clusterFlags are the flags of a cluster member, beside its job's flags.
+type clusterFlags struct {
+	job       string
+	name      string
+	bind      string
+	advertise string
+	seeds     string
+	keyFile   string
+	natsURL   string
+	natsToken string
+	tokenFile string
+	minNodes  int
+	maxNodes  int
+	metrics   string
+	lan       bool
+	prefix    string
+	joinWait  time.Duration
+	arTimeout time.Duration
+}
+
+func bindClusterFlags(fs *flag.FlagSet, c *clusterFlags) {
+	host, _ := os.Hostname()
+	fs.StringVar(&c.job, "job", "distill", "what the cluster runs: train (a teacher) or distill (a student)")
+	fs.StringVar(&c.name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "unique node name; ranks follow names in sorted order")
+	fs.StringVar(&c.bind, "bind", "0.0.0.0:7946", "memberlist address (TCP and UDP) host:port; port 0 picks one")
+	fs.StringVar(&c.advertise, "advertise", "", "address other nodes reach this one at (default: the bind address)")
+	fs.StringVar(&c.seeds, "seeds", "", "comma-separated host:port of nodes to join (empty: start a cluster)")
+	fs.StringVar(&c.keyFile, "gossip-key-file", "", "file with the base64 gossip key (else $WKD_GOSSIP_KEY); make one with 'wkd keygen'")
+	fs.StringVar(&c.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL (see 'wkd nats')")
+	fs.StringVar(&c.natsToken, "nats-token", "", "NATS token (prefer --nats-token-file or $WKD_NATS_TOKEN)")
+	fs.StringVar(&c.tokenFile, "nats-token-file", "", "file with the NATS token")
+	fs.IntVar(&c.minNodes, "min-nodes", 1, "train only when at least this many nodes are in the view; below it, wait")
+	fs.IntVar(&c.maxNodes, "max-nodes", 64, "at most this many nodes train; extra ones wait as spares")
+	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus /metrics on this address (e.g. :9100)")
+	fs.BoolVar(&c.lan, "lan", false, "LAN timings (crash noticed in about 1 s, all-reduce timeout 3 s) instead of loopback ones")
+	fs.StringVar(&c.prefix, "subject-prefix", "wkd", "NATS subject prefix, so several clusters can share a server")
+	fs.DurationVar(&c.joinWait, "join-timeout", 60*time.Second, "how long to keep trying the seeds")
+	fs.DurationVar(&c.arTimeout, "allreduce-timeout", 0, "abandon a step when a neighbour is silent this long (0: the preset's)")
+}
+
+// jobFor reads --job from args (its flags depend on it).
+func jobFor(args []string) string {
+	for i, a := range args {
+		switch {
+		case (a == "--job" || a == "-job") && i+1 < len(args):
+			return args[i+1]
+		case strings.HasPrefix(a, "--job=") || strings.HasPrefix(a, "-job="):
+			return a[strings.Index(a, "=")+1:]
+		}
+	}
+	return "distill"
+}
+
+func runNode(args []string) error {
+	job := jobFor(args)
+	if job != "train" && job != "distill" {
+		return fmt.Errorf("--job %q: use train or distill", job)
+	}
+	distill := job == "distill"
+	preset, err := presetFor(args)
+	if err != nil {
+		return err
+	}
+	applySmallDefaults(&preset, distill)
+	f := runFlags{cfg: preset}
+	var cf clusterFlags
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	bindRunFlags(fs, &f, distill)
+	bindClusterFlags(fs, &cf)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	cfg, err := f.resolve(distill)
+	if err != nil {
+		return err
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+
+	token, err := node.LoadToken(cf.natsToken, cf.tokenFile)
+	if err != nil {
+		return err
+	}
+	nc, err := node.Connect(cf.natsURL, node.Creds{Token: token}, nats.Name(cf.name))
+	if err != nil {
+		return fmt.Errorf("--nats %s: %w (is 'wkd nats' running, and is the token right?)", cf.natsURL, err)
+	}
+	defer nc.Close()
+	ship := node.NewShipper(nc, cf.name)
+	defer ship.Close()
+	out := io.MultiWriter(os.Stdout, ship)
+	log := node.NewLogger(cf.name, os.Stdout, ship)
+	metrics := node.NewMetrics(cf.name, ship)
+	if cf.metrics != "" {
+		srv, err := metrics.ServeMetrics(cf.metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics %s: %w", cf.metrics, err)
+		}
+		defer srv.Close()
+	}
+
+	ncfg := node.DefaultLocalConfig()
+	arCfg := allreduce.DefaultLocalConfig()
+	if cf.lan {
+		ncfg, arCfg = node.DefaultClusterConfig(), allreduce.DefaultConfig()
+	}
+	if cf.arTimeout > 0 {
+		arCfg.TimeoutTicks = int(cf.arTimeout / arCfg.TickInterval)
+	}
+	ncfg.Name, ncfg.NATSURL, ncfg.MinNodes, ncfg.MaxNodes = cf.name, cf.natsURL, cf.minNodes, cf.maxNodes
+	ncfg.GossipKeyFile = cf.keyFile
+	if ncfg.BindAddr, ncfg.BindPort, err = splitHostPort(cf.bind); err != nil {
+		return fmt.Errorf("--bind: %w", err)
+	}
+	if cf.advertise != "" {
+		if ncfg.AdvertiseAddr, ncfg.AdvertisePort, err = splitHostPort(cf.advertise); err != nil {
+			return fmt.Errorf("--advertise: %w", err)
+		}
+	}
+	if cf.seeds != "" {
+		ncfg.Seeds = strings.Split(cf.seeds, ",")
+	}
+	n, err := node.New(ncfg, log)
+	if err != nil {
+		return err
+	}
+	defer n.Shutdown()
+	n.SetMetrics(metrics)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	deadline := time.Now().Add(cf.joinWait)
+	for {
+		err := n.Join(nil)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, node.ErrJoin) || time.Now().After(deadline) {
+			return fmt.Errorf("joining %v: %w (are the seeds up, and is the gossip key the same?)", ncfg.Seeds, err)
+		}
+		log.Warn().Err(err).Msg("no seed answered yet; retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	defer n.Leave()
+
+	m := &member{n: n, nc: nc, log: log, arCfg: arCfg, prefix: cf.prefix, metrics: metrics}
+	t, err := trainer.New(cfg, out, trainer.WithLogFields(map[string]any{"node": cf.name}),
+		trainer.WithObserver(func(r trainer.StepReport) {
+			metrics.ObserveStep(r.Duration, r.Images)
+			for _, l := range r.Losses {
+				metrics.SetLoss(l.Name, l.Value)
+			}
+		}))
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if f.resume || f.resumeFrom != "" {
+		if err := t.Resume(f.resumeFrom); err != nil {
+			return err
+		}
+	}
+	return m.train(ctx, t)
+}
+
+// splitHostPort parses host:port with a numeric port.
+func splitHostPort(s string) (string, int, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	return h, port, err
+}
+
+// member drives one replica through views: for each agreed view it reconfigures the ring,
+// makes every replica hold the most advanced state (a joiner receives it), and trains until the
+// run ends or the view changes under a step, which is then rolled back.
+type member struct {
+	n       *node.Node
+	nc      *nats.Conn
+	log     zerolog.Logger
+	arCfg   allreduce.Config
+	prefix  string
+	metrics *node.Metrics
+	red     *allreduce.Reducer
+}
+
+func (m *member) train(ctx context.Context, t *trainer.Trainer) error {
+	defer func() {
+		if m.red != nil {
+			m.red.Close()
+		}
+	}()
+	for {
+		v, err := m.waitView(ctx)
+		if err != nil {
+			return err
+		}
+		log := m.log.With().Uint64("generation", v.Generation).Int("rank", v.Rank()).Int("world", v.Size()).Logger()
+		log.Info().Strs("members", v.Names()).Msg("view agreed")
+		if err := m.setView(v); err != nil {
+			return err
+		}
+		vctx, cancel := m.viewContext(ctx, v.Generation)
+		sync := &reducerSync{ctx: vctx, red: m.red, gen: v.Generation}
+		err = m.agreeState(vctx, t, v, sync, log)
+		if err == nil {
+			m.n.SetState(node.StateTraining)
+			t.SetWorld(trainer.World{Rank: v.Rank(), Size: v.Size(), Sync: sync})
+			err = t.Run(vctx)
+		}
+		cancel()
+		switch {
+		case err == nil:
+			log.Info().Int64("step", t.Step()).Msg("run finished")
+			// The last chunks of the last all-reduce may still be on their way to a peer:
+			// leaving at once would end its view and abort its final step.
+			time.Sleep(time.Second)
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, trainer.ErrStepAborted) || errors.Is(err, context.Canceled) || isRingError(err):
+			log.Warn().Err(err).Int64("step", t.Step()).Msg("view changed under the step; resuming from the last completed step")
+			m.n.SetState(node.StateReady)
+			// Let membership settle before waiting for the next view.
+			time.Sleep(100 * time.Millisecond)
+		default:
+			return err
+		}
+	}
+}
+
+func isRingError(err error) bool {
+	return errors.Is(err, allreduce.ErrTimeout) || errors.Is(err, allreduce.ErrPeerAborted)
+}
+
+// waitView blocks until the node has an agreed, current view.
+func (m *member) waitView(ctx context.Context) (node.View, error) {
+	said := time.Time{}
+	for {
+		if v, ok := m.n.View(); ok {
+			return v, nil
+		}
+		if time.Since(said) > 5*time.Second {
+			m.log.Info().Str("status", m.n.Status().String()).Msg("waiting for a view")
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return node.View{}, ctx.Err()
+		case <-m.n.Views():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// viewContext is cancelled when ctx is, or when the view of generation gen ends.
+func (m *member) viewContext(ctx context.Context, gen uint64) (context.Context, context.CancelFunc) {
+	vctx, cancel := context.WithCancel(ctx)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-vctx.Done():
+				return
+			case <-tick.C:
+				if v, ok := m.n.View(); !ok || v.Generation != gen {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return vctx, cancel
+}
+
+func (m *member) setView(v node.View) error {
+	av := allreduce.View{Generation: v.Generation, Self: v.Rank(), Size: v.Size()}
+	subjects := make([]string, v.Size())
+	for r, name := range v.Names() {
+		subjects[r] = allreduce.Subject(m.prefix, name)
+	}
+	if m.red == nil {
+		red, err := allreduce.New(m.nc, m.arCfg, av, subjects)
+		if err != nil {
+			return err
+		}
+		m.red = red
+		return nil
+	}
+	return m.red.SetView(av, subjects)
+}
+
+// agreeState makes every replica of the view hold the state of the most advanced one (the
+// highest completed step; the lowest rank among equals): it sends its encoded state over
+// NATS to those behind. A joiner thus receives the current student, discriminator and
+// optimizer state before its first step, and survivors never lose a completed step.
+func (m *member) agreeState(ctx context.Context, t *trainer.Trainer, v node.View, s *reducerSync, log zerolog.Logger) error {
+	subject := fmt.Sprintf("%s.state.%d", m.prefix, v.Generation)
+	inbox := make(chan *nats.Msg, 1024)
+	sub, err := m.nc.ChanSubscribe(subject, inbox)
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	node.SetPendingLimits(sub)
+	if err := s.red.WaitPeers(ctx); err != nil {
+		return err
+	}
+	steps, err := s.exchange(t.Step(), v.Rank(), v.Size())
+	if err != nil {
+		return err
+	}
+	src, best := 0, steps[0]
+	for r, st := range steps {
+		if st > best {
+			src, best = r, st
+		}
+	}
+	behind := false
+	for _, st := range steps {
+		behind = behind || st != best
+	}
+	if !behind {
+		return nil
+	}
+	if v.Rank() == src {
+		b, err := t.StateBytes()
+		if err != nil {
+			return err
+		}
+		const chunk = 1 << 20
+		total := (len(b) + chunk - 1) / chunk
+		for i := range total {
+			msg := nats.NewMsg(subject)
+			msg.Header.Set("part", fmt.Sprintf("%d/%d", i, total))
+			msg.Data = b[i*chunk : min(len(b), (i+1)*chunk)]
+			if err := m.nc.PublishMsg(msg); err != nil {
+				return err
+			}
+		}
+		log.Info().Int64("step", best).Int("bytes", len(b)).Msg("sent the state to the replicas behind")
+	} else if steps[v.Rank()] != best {
+		var parts [][]byte
+		got := 0
+		for got == 0 || got < len(parts) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case msg := <-inbox:
+				var i, n int
+				if _, err := fmt.Sscanf(msg.Header.Get("part"), "%d/%d", &i, &n); err != nil || n < 1 || i >= n {
+					continue
+				}
+				if parts == nil {
+					parts = make([][]byte, n)
+				}
+				if i < len(parts) && parts[i] == nil {
+					parts[i] = msg.Data
+					got++
+				}
+			}
+		}
+		var b []byte
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		if err := t.LoadStateBytes(b); err != nil {
+			return err
+		}
+		log.Info().Int64("step", t.Step()).Int("from_rank", src).Msg("received the state")
+	}
+	// Everyone holds the same step now: a last exchange checks it.
+	steps, err = s.exchange(t.Step(), v.Rank(), v.Size())
+	if err != nil {
+		return err
+	}
+	for r, st := range steps {
+		if st != t.Step() {
+			return fmt.Errorf("rank %d is at step %d after the state transfer, this one at %d", r, st, t.Step())
+		}
+	}
+	return nil
+}
+
+// reducerSync is the trainer's GradSync over the ring: each Average is one all-reduce of
+// generation gen, numbered in the order every replica makes them.
+type reducerSync struct {
+	ctx context.Context
+	red *allreduce.Reducer
+	gen uint64
+	seq uint64
+	mu  sync.Mutex
+}
+
+func (s *reducerSync) Average(values [][]float32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	return s.red.AllReduce(s.ctx, s.gen, s.seq, values)
+}
+
+// exchange gathers every rank's step through the all-reduce: rank r writes its step, byte by
+// byte, into its own slots; the mean times the world size gives each byte back exactly.
+func (s *reducerSync) exchange(step int64, rank, size int) ([]int64, error) {
+	buf := make([]float32, 8*size)
+	for k := range 8 {
+		buf[8*rank+k] = float32((step >> (8 * k)) & 0xff)
+	}
+	if err := s.Average([][]float32{buf}); err != nil {
+		return nil, err
+	}
+	out := make([]int64, size)
+	for r := range size {
+		for k := range 8 {
+			out[r] |= int64(math.Round(float64(buf[8*r+k])*float64(size))) << (8 * k)
+		}
+	}
+	return out, nil
+}
