@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"wkd/allreduce"
+	"wkd/internal/safetensors"
 	"wkd/node"
 	"wkd/trainer"
 )
@@ -179,11 +184,19 @@ func runNode(args []string) error {
 	defer n.Leave()
 
 	m := &member{n: n, nc: nc, log: log, arCfg: arCfg, prefix: cf.prefix, metrics: metrics}
-	t, err := trainer.New(cfg, out, trainer.WithLogFields(map[string]any{"node": cf.name}),
+	var t *trainer.Trainer
+	t, err = trainer.New(cfg, out, trainer.WithLogFields(map[string]any{"node": cf.name}),
 		trainer.WithObserver(func(r trainer.StepReport) {
 			metrics.ObserveStep(r.Duration, r.Images)
 			for _, l := range r.Losses {
 				metrics.SetLoss(l.Name, l.Value)
+			}
+			// On the steps the trainer logs, a digest of the replica's state: equal digests
+			// across nodes show the replicas are bitwise identical.
+			if r.Step%int64(cfg.LogEvery) == 0 || r.Step == 1 {
+				if sum, err := replicaDigest(t); err == nil {
+					log.Info().Int64("step", r.Step).Str("state_sha", sum).Msg("replica state")
+				}
 			}
 		}))
 	if err != nil {
@@ -196,6 +209,38 @@ func runNode(args []string) error {
 		}
 	}
 	return m.train(ctx, t)
+}
+
+// replicaDigest is the SHA-256 of the trained networks' parameters and their optimizer moments
+// (names, shapes and bits, in name order). It leaves out what may differ between identical
+// replicas: the image pools, filled from each rank's own share, and the metadata (run folder).
+func replicaDigest(t *trainer.Trainer) (string, error) {
+	b, err := t.StateBytes()
+	if err != nil {
+		return "", err
+	}
+	tensors, _, err := safetensors.Decode(b)
+	if err != nil {
+		return "", err
+	}
+	names := make([]string, 0, len(tensors))
+	for n := range tensors {
+		if !strings.HasPrefix(n, "pool_") {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	var w [4]byte
+	for _, n := range names {
+		x := tensors[n]
+		fmt.Fprintf(h, "%s%v;", n, x.Shape)
+		for _, v := range x.Data {
+			binary.LittleEndian.PutUint32(w[:], math.Float32bits(v))
+			h.Write(w[:])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // splitHostPort parses host:port with a numeric port.

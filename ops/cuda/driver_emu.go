@@ -2,7 +2,8 @@
 
 package cuda
 
-// #cgo CXXFLAGS: -std=c++17 -O2
+// #cgo CXXFLAGS: -std=c++20 -O2
+// #cgo LDFLAGS: -lpthread
 // #include <stdint.h>
 // #include <stdlib.h>
 // int wkd_emu_launch(const char* name, int blocks, const uint64_t* args, int nargs);
@@ -16,11 +17,12 @@ import (
 )
 
 // The host emulator behind the driver seam (build tag cudaemu, no CUDA needed): the kernels of
-// kernels/*.cu compiled as C++ (emu.cc) and run one block after another with one thread per
-// block, "device" memory from malloc, and a plain column-major SGEMM standing in for cuBLAS.
-// It checks the kernels' arithmetic, the argument lists, the GEMM orientation and the Go side
-// on any machine; it cannot check what only real parallel hardware shows (warp shuffles across
-// lanes, races between blocks, PTX loading). scripts/device-check.sh runs the same tests on a GPU.
+// kernels/*.cu compiled as C++ (emu.cc), each block run by 256 real threads with barriers for
+// __syncthreads and warp shuffles, blocks one after another; "device" memory from malloc, and
+// a plain column-major SGEMM standing in for cuBLAS. It checks the kernels' arithmetic, their
+// strided loops and block reductions, the argument lists, the GEMM orientation and the Go side
+// on any machine. It cannot show what only a GPU shows (blocks racing each other, the memory
+// model, PTX loading, cuBLAS itself): scripts/device-check.sh runs the same tests on a GPU.
 
 type devPtr uintptr
 

@@ -4,10 +4,15 @@
 // and built-ins are defined away for one thread per block, and each kernel is called through
 // a template that unpacks the Go side's 8-byte argument slots by the kernel's own parameter
 // types, so a wrong argument count is reported, not guessed.
+#include <atomic>
+#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "kernels_sum.h"  // rebuilds this file when a kernel changes
 
@@ -16,14 +21,34 @@
 #define __forceinline__ inline
 #define __shared__ static
 
+// A block is WKD_THREADS real threads (a persistent pool), run one block after another:
+// __syncthreads is a barrier of the block, a warp shuffle a barrier of the warp's 32 threads
+// around a per-warp exchange buffer, atomicAdd a real atomic. So the kernels' strided loops,
+// reductions and atomics run as they do on a GPU, only slower and without blocks in parallel.
 namespace {
-struct Dim3 { unsigned x = 0, y = 0, z = 0; };
-Dim3 threadIdx, blockIdx, blockDim{1, 1, 1}, gridDim{1, 1, 1};
+constexpr int kThreads = 256;  // WKD_THREADS in kernels/common.cuh, the Go side's block size
+constexpr int kWarps = kThreads / 32;
 
-// One thread per block: no other lane to read, so a shuffle contributes nothing.
-inline float __shfl_down_sync(unsigned, float, int) { return 0.0f; }
-inline void __syncthreads() {}
-inline float atomicAdd(float* p, float v) { float old = *p; *p += v; return old; }
+struct Dim3 { unsigned x = 0, y = 0, z = 0; };
+thread_local Dim3 threadIdx, blockIdx;
+Dim3 blockDim{kThreads, 1, 1}, gridDim{1, 1, 1};
+
+std::barrier<>* block_bar;
+std::barrier<>* warp_bar[kWarps];
+float shfl_buf[kWarps][32];
+
+inline void __syncthreads() { block_bar->arrive_and_wait(); }
+
+inline float __shfl_down_sync(unsigned, float v, int o) {
+  unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  shfl_buf[warp][lane] = v;
+  warp_bar[warp]->arrive_and_wait();
+  float r = lane + o < 32 ? shfl_buf[warp][lane + o] : v;
+  warp_bar[warp]->arrive_and_wait();  // nobody overwrites the buffer before all have read
+  return r;
+}
+
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 }  // namespace
 
@@ -49,15 +74,48 @@ template <> float slot<float>(uint64_t v) {
 template <typename... P, size_t... I>
 void call(void (*fn)(P...), const uint64_t* a, std::index_sequence<I...>) { fn(slot<P>(a[I])...); }
 
-// run returns 0, or the kernel's parameter count when nargs differs.
+// The pool: the launching thread publishes a job and waits at `done`; each worker runs every
+// block of it, meeting the others at a block barrier between blocks (shared memory is reused).
+std::function<void()> job;
+int job_blocks;
+std::barrier<>* start_bar;
+std::barrier<>* done_bar;
+
+void worker(unsigned tid) {
+  threadIdx.x = tid;
+  for (;;) {
+    start_bar->arrive_and_wait();
+    for (int b = 0; b < job_blocks; b++) {
+      blockIdx.x = static_cast<unsigned>(b);
+      job();
+      block_bar->arrive_and_wait();
+    }
+    done_bar->arrive_and_wait();
+  }
+}
+
+void start_pool() {
+  static bool started = false;
+  if (started) return;
+  started = true;
+  block_bar = new std::barrier<>(kThreads);
+  for (auto& w : warp_bar) w = new std::barrier<>(32);
+  start_bar = new std::barrier<>(kThreads + 1);
+  done_bar = new std::barrier<>(kThreads + 1);
+  for (unsigned t = 0; t < kThreads; t++) std::thread(worker, t).detach();
+}
+
+// run returns 0, or the kernel's parameter count when nargs differs. Launches come from one
+// Go goroutine at a time (a Device is single-threaded), so the pool needs no queue.
 template <typename... P>
 int run(void (*fn)(P...), int blocks, const uint64_t* a, int nargs) {
   if (nargs != static_cast<int>(sizeof...(P))) return static_cast<int>(sizeof...(P));
+  start_pool();
   gridDim.x = static_cast<unsigned>(blocks);
-  for (int b = 0; b < blocks; b++) {
-    blockIdx.x = static_cast<unsigned>(b);
-    call(fn, a, std::index_sequence_for<P...>{});
-  }
+  job = [fn, a] { call(fn, a, std::index_sequence_for<P...>{}); };
+  job_blocks = blocks;
+  start_bar->arrive_and_wait();
+  done_bar->arrive_and_wait();
   return 0;
 }
 

@@ -5,21 +5,23 @@
 
 #define WKD_THREADS 256
 
-// block_sum returns the sum of v over the block to every thread. Blocks are WKD_THREADS wide.
+// block_sum returns the sum of v over the block to every thread. Every thread of the block
+// must call it (it synchronizes); blocks are at most WKD_THREADS wide.
 __device__ __forceinline__ float block_sum(float v) {
   __shared__ float warp_sums[WKD_THREADS / 32];
+  __shared__ float total;
   for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();  // warp_sums may still be read by a previous call
+  __syncthreads();  // a previous call's readers are done with warp_sums and total
   if (lane == 0) warp_sums[warp] = v;
   __syncthreads();
-  v = lane < ((blockDim.x + 31) >> 5) ? warp_sums[lane] : 0.0f;
   if (warp == 0) {
+    v = lane < ((blockDim.x + 31) >> 5) ? warp_sums[lane] : 0.0f;
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0) warp_sums[0] = v;
+    if (lane == 0) total = v;
   }
   __syncthreads();
-  return warp_sums[0];
+  return total;
 }
 
 #define GRID_STRIDE(i, n) \
