@@ -16,7 +16,7 @@ COPY --chown=65532:65532 build/docker/owned/ /
 COPY build/docker/wkd /wkd
 ENV HOME=/home/nonroot TMPDIR=/tmp
 WORKDIR /home/nonroot
-USER 65532:65532
+USER nonroot:nonroot
 # 7946: memberlist (TCP and UDP); 4222: NATS (the nats service); 9100: --metrics.
 EXPOSE 7946/tcp 7946/udp 4222 9100
 ENTRYPOINT ["/wkd"]

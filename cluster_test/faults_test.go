@@ -1,0 +1,327 @@
+package cluster_test
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"wkd/allreduce"
+	"wkd/node"
+)
+
+// long makes a run long enough to survive faults: the tiny dataset has 8 steps per epoch.
+var long = []string{"--epochs", "1000", "--epochs-decay", "0"}
+
+// recoveryBound is the promise: survivors agree a new view this soon after a crash.
+const recoveryBound = 5 * time.Second
+
+// lastStepBefore is the last completed step a node logged at index < end (0: none).
+func lastStepBefore(ls []line, end int) int64 {
+	var s int64
+	for _, l := range ls[:end] {
+		if isStep(l) {
+			s, _ = l.int("step")
+		}
+	}
+	return s
+}
+
+// awaitSteps waits until p logs a completed step >= step after index from.
+func awaitStep(t *testing.T, p *proc, from int, step int64, timeout time.Duration) (line, int) {
+	t.Helper()
+	return p.waitLine(t, from, timeout, fmt.Sprintf("step >= %d", step), func(l line) bool {
+		s, ok := l.int("step")
+		return isStep(l) && ok && s >= step
+	})
+}
+
+func viewWith(n int, must, mustNot string) func(line) bool {
+	return func(l line) bool {
+		if !isView(n)(l) {
+			return false
+		}
+		m := l.strs("members")
+		return (must == "" || slices.Contains(m, must)) && (mustNot == "" || !slices.Contains(m, mustNot))
+	}
+}
+
+// checkRun checks each node's steps strictly increase, it finished at total, and all replicas'
+// digests agree on every step (a node's steps above its bound are left out: a killed node may
+// have completed a step its survivors rolled back).
+func checkRun(t *testing.T, total int64, finished []*proc, others []*proc, bounds []int64) {
+	t.Helper()
+	var names []string
+	var sets []map[int64]string
+	var bs []int64
+	for _, p := range finished {
+		ls := p.snapshot()
+		st := steps(ls)
+		increasing(t, p.name, st)
+		if len(st) == 0 || st[len(st)-1] != total {
+			t.Errorf("%s: last step %v, want %d", p.name, st[max(0, len(st)-1):], total)
+		}
+		names, sets, bs = append(names, p.name), append(sets, digests(ls)), append(bs, -1)
+	}
+	for i, p := range others {
+		ls := p.snapshot()
+		increasing(t, p.name+" (first run)", steps(ls))
+		names, sets, bs = append(names, p.name+" (first run)"), append(sets, digests(ls)), append(bs, bounds[i])
+	}
+	n := sameDigests(t, names, sets, bs)
+	t.Logf("replica digests agree on %d steps seen by two nodes or more", n)
+	if n < 10 {
+		t.Errorf("only %d steps had digests from two nodes or more", n)
+	}
+}
+
+// TestKillAndRestart kills one of three nodes with SIGKILL mid-run: the two survivors agree a
+// view of two within 5 s, lose no completed step and stay identical; the killed node, started
+// again, receives the state and trains; the run finishes.
+func TestKillAndRestart(t *testing.T) {
+	const total = 400
+	c := newCluster(t)
+	ps, addrs := c.startNodes(3, 2, total, long...)
+	survivors, victim := []*proc{ps[0], ps[2]}, ps[1]
+	_, vi := victim.waitLine(t, 0, 30*time.Second, "a view of 3", isView(3))
+	first, _ := awaitStep(t, victim, vi, 1, 30*time.Second)
+	s0, _ := first.int("step")
+	awaitStep(t, victim, vi, s0+15, 30*time.Second)
+
+	marks := []int{len(survivors[0].snapshot()), len(survivors[1].snapshot())}
+	killed := time.Now()
+	victim.cmd.Process.Signal(syscall.SIGKILL)
+	<-victim.done
+
+	var worstView, worstStep time.Duration
+	var lastBefore []int64
+	viewAt := make([]int, 2)
+	for i, p := range survivors {
+		v, vi := p.waitLine(t, marks[i], 30*time.Second, "a view of 2 without node-1", viewWith(2, "", "node-1"))
+		viewAt[i] = vi
+		worstView = max(worstView, v.At.Sub(killed))
+		lastBefore = append(lastBefore, lastStepBefore(p.snapshot(), vi))
+	}
+	resumeFrom := max(lastBefore[0], lastBefore[1])
+	for i, p := range survivors {
+		st, _ := awaitStep(t, p, viewAt[i], 1, 30*time.Second)
+		worstStep = max(worstStep, st.At.Sub(killed))
+		if s, _ := st.int("step"); s != resumeFrom+1 {
+			t.Errorf("%s: first step after the crash is %d; the survivors had completed %v, so want %d", p.name, s, lastBefore, resumeFrom+1)
+		}
+	}
+	t.Logf("kill -9 node-1 at step ~%d: survivors agreed a view of 2 after %v, completed the next step after %v (resumed from step %d; survivors had %v)",
+		resumeFrom, worstView.Round(time.Millisecond), worstStep.Round(time.Millisecond), resumeFrom, lastBefore)
+	if worstView > recoveryBound {
+		t.Errorf("survivors took %v to agree a new view after the kill, want <= %v", worstView, recoveryBound)
+	}
+
+	// The same node comes back on the same address.
+	restarted := c.start(nodeSpec{name: "node-1", addr: addrs[1], seeds: addrs, minNodes: 2, steps: total, extra: long})
+	restartedAt := time.Now()
+	got, gi := restarted.waitLine(t, 0, 30*time.Second, "received the state", func(l line) bool { return l.Msg == "received the state" })
+	gs, _ := got.int("step")
+	after, _ := awaitStep(t, restarted, gi, gs+1, 30*time.Second)
+	t.Logf("restarted node-1 received the state at step %d after %v and completed step %d after %v",
+		gs, got.At.Sub(restartedAt).Round(time.Millisecond), func() int64 { s, _ := after.int("step"); return s }(), after.At.Sub(restartedAt).Round(time.Millisecond))
+	for _, p := range survivors {
+		p.waitLine(t, 0, 10*time.Second, "a view of 3 with the restarted node-1", viewWith(3, "node-1", ""))
+	}
+	all := append(survivors, restarted)
+	for _, p := range all {
+		if err := p.wait(t, 60*time.Second); err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+	}
+	checkRun(t, total, all, []*proc{victim}, []int64{resumeFrom})
+}
+
+// TestNATSRestart shuts the NATS server down mid-run and starts it again on the same port:
+// the nodes reconnect, resume from the last completed step and finish with identical replicas.
+func TestNATSRestart(t *testing.T) {
+	const total = 300
+	c := newCluster(t)
+	ps, _ := c.startNodes(2, 2, total, long...)
+	_, vi := ps[0].waitLine(t, 0, 30*time.Second, "a view of 2", isView(2))
+	awaitStep(t, ps[0], vi, 20, 30*time.Second)
+	marks := []int{len(ps[0].snapshot()), len(ps[1].snapshot())}
+	c.srv.Shutdown()
+	down := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	c.startNATS(c.port)
+	up := time.Now()
+	var lastBefore []int64
+	for i, p := range ps {
+		lastBefore = append(lastBefore, lastStepBefore(p.snapshot(), marks[i]))
+	}
+	for i, p := range ps {
+		// The first step completed after the server came back.
+		l, _ := p.waitLine(t, marks[i], 30*time.Second, "a step after the NATS restart", func(l line) bool { return isStep(l) && l.At.After(up) })
+		s, _ := l.int("step")
+		t.Logf("%s: NATS down %v; first step after it is back: %d, %v after the restart (last before the outage %d)",
+			p.name, up.Sub(down).Round(time.Millisecond), s, l.At.Sub(up).Round(time.Millisecond), lastBefore[i])
+		if l.At.Sub(up) > recoveryBound {
+			t.Errorf("%s resumed %v after NATS came back, want <= %v", p.name, l.At.Sub(up), recoveryBound)
+		}
+	}
+	for _, p := range ps {
+		if err := p.wait(t, 60*time.Second); err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+	}
+	checkRun(t, total, ps, nil, nil)
+}
+
+// TestStoppedNode stops one of three nodes (SIGSTOP) for longer than the all-reduce timeout,
+// then continues it: the others drop it and go on; it rejoins, receives the state and trains.
+func TestStoppedNode(t *testing.T) {
+	const total = 400
+	c := newCluster(t)
+	ps, _ := c.startNodes(3, 2, total, append(long, "--allreduce-timeout", "1s")...)
+	sleeper := ps[2]
+	_, vi := sleeper.waitLine(t, 0, 30*time.Second, "a view of 3", isView(3))
+	first, _ := awaitStep(t, sleeper, vi, 1, 30*time.Second)
+	s0, _ := first.int("step")
+	awaitStep(t, sleeper, vi, s0+15, 30*time.Second)
+	others := []*proc{ps[0], ps[1]}
+	marks := []int{len(ps[0].snapshot()), len(ps[1].snapshot())}
+	sleepMark := len(sleeper.snapshot())
+	stopped := time.Now()
+	sleeper.signal(syscall.SIGSTOP)
+	for i, p := range others {
+		v, _ := p.waitLine(t, marks[i], 30*time.Second, "a view of 2 without node-2", viewWith(2, "", "node-2"))
+		t.Logf("%s: view of 2 agreed %v after SIGSTOP", p.name, v.At.Sub(stopped).Round(time.Millisecond))
+		if v.At.Sub(stopped) > recoveryBound {
+			t.Errorf("%s agreed the view without the stopped node after %v, want <= %v", p.name, v.At.Sub(stopped), recoveryBound)
+		}
+		awaitStep(t, p, marks[i], 1, 30*time.Second)
+	}
+	time.Sleep(time.Until(stopped.Add(3 * time.Second))) // three all-reduce timeouts
+	sleeper.signal(syscall.SIGCONT)
+	cont := time.Now()
+	got, gi := sleeper.waitLine(t, sleepMark, 30*time.Second, "received the state after SIGCONT", func(l line) bool { return l.Msg == "received the state" })
+	gs, _ := got.int("step")
+	awaitStep(t, sleeper, gi, gs+1, 30*time.Second)
+	t.Logf("node-2 continued: received the state (step %d) %v after SIGCONT", gs, got.At.Sub(cont).Round(time.Millisecond))
+	for i, p := range others {
+		p.waitLine(t, marks[i], 10*time.Second, "a view of 3 with node-2 back", viewWith(3, "node-2", ""))
+	}
+	for _, p := range ps {
+		if err := p.wait(t, 60*time.Second); err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+	}
+	// The stopped node's steps are checked whole: it must never have completed a step the
+	// others rolled back, since it was one of the ring when the step failed.
+	checkRun(t, total, ps, nil, nil)
+}
+
+// TestStaleAndDuplicateChunks replays every frame sent to node-1 a second time, some late
+// enough to be of a finished step, and adds frames of an old generation and step and garbage:
+// the run completes, and its final state is bit for bit that of an undisturbed run.
+func TestStaleAndDuplicateChunks(t *testing.T) {
+	const total = 30
+	run := func(inject bool) string {
+		c := newCluster(t)
+		ps, _ := c.startNodes(3, 3, total)
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		var replayed, forged int
+		if inject {
+			nc, err := node.Connect(c.natsURL, node.Creds{Token: c.token}, nats.NoEcho())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			subj := allreduce.Subject("wkd", "node-1")
+			in := make(chan *nats.Msg, 1<<16)
+			sub, err := nc.ChanSubscribe(subj, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			nc.Flush()
+			forge := func(gen, step uint64, typ allreduce.Type) {
+				m := &allreduce.Message{Type: typ, From: 0, To: 1, Generation: gen, Step: step, BucketLen: 8, Data: []float32{1e9, -1e9, 3, 4}}
+				if typ != allreduce.MsgChunk {
+					m.Data = nil
+				}
+				b, err := allreduce.Marshal(m)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				nc.Publish(subj, b)
+				forged++
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var held [][]byte
+				tick := time.NewTicker(20 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case m := <-in:
+						fr, err := allreduce.Unmarshal(m.Data)
+						if err != nil {
+							continue
+						}
+						nc.Publish(subj, m.Data) // a duplicate, at once
+						replayed++
+						held = append(held, m.Data)
+						// Frames of the past: a lower step, the generation before, generation 0.
+						if fr.Step > 1 {
+							forge(fr.Generation, fr.Step-1, allreduce.MsgChunk)
+						}
+						if fr.Generation > 0 {
+							forge(fr.Generation-1, fr.Step, allreduce.MsgChunk)
+							forge(fr.Generation-1, fr.Step, allreduce.MsgAbort)
+						}
+					case <-tick.C:
+						for _, b := range held { // the same frames again, a step or so later
+							nc.Publish(subj, b)
+							replayed++
+						}
+						held = held[:0]
+						nc.Publish(subj, []byte("not a frame"))
+						forge(0, 1, allreduce.MsgChunk)
+					}
+				}
+			}()
+		}
+		for _, p := range ps {
+			if err := p.wait(t, 60*time.Second); err != nil {
+				t.Fatalf("%s: %v\n%s", p.name, err, p.tail(20))
+			}
+		}
+		close(stop)
+		wg.Wait()
+		checkRun(t, total, ps, nil, nil)
+		for _, p := range ps {
+			for _, l := range p.snapshot() {
+				if l.Msg == "view changed under the step; resuming from the last completed step" || l.Msg == "step abandoned; rolled back" {
+					t.Errorf("%s abandoned a step: %s", p.name, l.Raw)
+				}
+			}
+		}
+		if inject {
+			t.Logf("replayed %d frames to node-1, forged %d stale ones", replayed, forged)
+			if replayed == 0 {
+				t.Fatal("no frame was replayed: the injector saw no traffic to node-1")
+			}
+		}
+		return digests(ps[0].snapshot())[total]
+	}
+	clean := run(false)
+	dirty := run(true)
+	if clean == "" || clean != dirty {
+		t.Errorf("final state with injected frames %q, undisturbed %q: want equal", dirty, clean)
+	}
+}
