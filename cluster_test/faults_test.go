@@ -83,7 +83,7 @@ func checkRun(t *testing.T, total int64, finished []*proc, others []*proc, bound
 // view of two within 5 s, lose no completed step and stay identical; the killed node, started
 // again, receives the state and trains; the run finishes.
 func TestKillAndRestart(t *testing.T) {
-	const total = 400
+	const total = 150
 	c := newCluster(t)
 	ps, addrs := c.startNodes(3, 2, total, long...)
 	survivors, victim := []*proc{ps[0], ps[2]}, ps[1]
@@ -143,7 +143,7 @@ func TestKillAndRestart(t *testing.T) {
 // TestNATSRestart shuts the NATS server down mid-run and starts it again on the same port:
 // the nodes reconnect, resume from the last completed step and finish with identical replicas.
 func TestNATSRestart(t *testing.T) {
-	const total = 300
+	const total = 120
 	c := newCluster(t)
 	ps, _ := c.startNodes(2, 2, total, long...)
 	_, vi := ps[0].waitLine(t, 0, 30*time.Second, "a view of 2", isView(2))
@@ -179,7 +179,7 @@ func TestNATSRestart(t *testing.T) {
 // TestStoppedNode stops one of three nodes (SIGSTOP) for longer than the all-reduce timeout,
 // then continues it: the others drop it and go on; it rejoins, receives the state and trains.
 func TestStoppedNode(t *testing.T) {
-	const total = 400
+	const total = 150
 	c := newCluster(t)
 	ps, _ := c.startNodes(3, 2, total, append(long, "--allreduce-timeout", "1s")...)
 	sleeper := ps[2]

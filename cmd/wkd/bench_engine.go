@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"wkd/internal/torchnets"
 	"wkd/models"
 	"wkd/ops"
 )
@@ -79,7 +80,7 @@ func runBenchEngine(args []string) error {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	tmp.WriteString(benchEnginePy)
+	tmp.WriteString(torchnets.Nets + "\n" + benchEnginePy)
 	tmp.Close()
 	fmt.Printf("timing PyTorch (%s)...\n", f.python)
 	out, err := exec.Command(f.python, tmp.Name(), string(req)).Output()

@@ -1,60 +1,22 @@
 # The PyTorch side of `wkd bench-engine`: the identical GAN training step on the CPU, timed.
-# Networks follow the pytorch-CycleGAN-and-pix2pix definitions (ResNet generator with instance
-# norm, 70x70 PatchGAN); the step is the generator update (LSGAN + L1 x100) then the
-# discriminator update, each with Adam(2e-4, 0.5, 0.999).
+# It runs after the reference networks (ResGen, NLayerD from internal/torchnets/nets.py);
+# the step is the generator update (LSGAN + L1 x100) then the discriminator update, each with
+# Adam(2e-4, 0.5, 0.999).
 import json
 import statistics
 import sys
 import time
 
 import torch
-import torch.nn as nn
 
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 torch.manual_seed(0)
 
 
-def resnet_generator(nc, ngf, n_blocks):
-    norm = lambda c: nn.InstanceNorm2d(c)
-    layers = [nn.ReflectionPad2d(3), nn.Conv2d(nc, ngf, 7), norm(ngf), nn.ReLU(True)]
-    c = ngf
-    for _ in range(2):
-        layers += [nn.Conv2d(c, 2 * c, 3, 2, 1), norm(2 * c), nn.ReLU(True)]
-        c *= 2
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv_block = nn.Sequential(
-                nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), norm(c), nn.ReLU(True),
-                nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), norm(c))
-
-        def forward(self, x):
-            return x + self.conv_block(x)
-
-    layers += [Block() for _ in range(n_blocks)]
-    for _ in range(2):
-        layers += [nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1), norm(c // 2), nn.ReLU(True)]
-        c //= 2
-    layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, nc, 7), nn.Tanh()]
-    return nn.Sequential(*layers)
-
-
-def patch_discriminator(nc, ndf, n_layers=3):
-    layers = [nn.Conv2d(nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-    mult = 1
-    for n in range(1, n_layers + 1):
-        prev, mult = mult, min(2 ** n, 8)
-        stride = 2 if n < n_layers else 1
-        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1), nn.InstanceNorm2d(ndf * mult), nn.LeakyReLU(0.2, True)]
-    layers += [nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
-    return nn.Sequential(*layers)
-
-
 def bench_step(ngf):
-    G = resnet_generator(3, ngf, 9)
-    D = patch_discriminator(3, args["ndf"])
+    G = ResGen(3, 3, ngf, "instance", False, 9)
+    D = NLayerD(3, args["ndf"], 3, "instance")
     oG = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     oD = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     s, n = args["size"], args["batch"]

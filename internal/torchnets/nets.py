@@ -1,6 +1,6 @@
 # The reference's networks rebuilt in PyTorch with the same module tree (hence the same
 # state_dict keys), written from the reference's description. Shared by every package's
-# parity tests through torchref.Nets. In-place activations are kept where the reference has
+# parity tests (torchref.Nets) and bench-engine. In-place activations are kept where the reference has
 # them: the U-Net skip depends on it.
 import torch
 import torch.nn as nn
