@@ -159,6 +159,11 @@ func TestNATSRestart(t *testing.T) {
 		lastBefore = append(lastBefore, lastStepBefore(p.snapshot(), marks[i]))
 	}
 	for i, p := range ps {
+		// The outage broke the ring: the step in flight was rolled back and a new view agreed.
+		p.waitLine(t, marks[i], 30*time.Second, "a rollback during the outage", func(l line) bool {
+			return l.Msg == "view changed under the step; resuming from the last completed step"
+		})
+		p.waitLine(t, marks[i], 30*time.Second, "a new view after the outage", isView(2))
 		// The first step completed after the server came back.
 		l, _ := p.waitLine(t, marks[i], 30*time.Second, "a step after the NATS restart", func(l line) bool { return isStep(l) && l.At.After(up) })
 		s, _ := l.int("step")

@@ -302,12 +302,31 @@ func (m *member) train(ctx context.Context, t *trainer.Trainer) error {
 			return ctx.Err()
 		case errors.Is(err, trainer.ErrStepAborted) || errors.Is(err, context.Canceled) || isRingError(err):
 			log.Warn().Err(err).Int64("step", t.Step()).Msg("view changed under the step; resuming from the last completed step")
+			if cur, ok := m.n.View(); ok && cur.Generation == v.Generation {
+				// The ring broke in an unchanged view (NATS was away, or a stall shorter than
+				// failure detection): a ring cannot start again in the same generation, so
+				// step out of the view to make the cluster agree a new one.
+				log.Warn().Msg("ring broke in an unchanged view; leaving it for a new one")
+				m.stepOut(ctx, v.Generation)
+			}
 			m.n.SetState(node.StateReady)
 			// Let membership settle before waiting for the next view.
 			time.Sleep(100 * time.Millisecond)
 		default:
 			return err
 		}
+	}
+}
+
+// stepOut announces StateJoining and waits (at most 5 s) until the view of generation gen ends.
+func (m *member) stepOut(ctx context.Context, gen uint64) {
+	m.n.SetState(node.StateJoining)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if v, ok := m.n.View(); !ok || v.Generation != gen {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -26,6 +26,9 @@ type devPtr uintptr
 // emulated is true in the cudaemu build.
 const emulated = false
 
+// setEmuBlockWidth is the emulator's knob; a GPU's blocks are always 256 threads here.
+func setEmuBlockWidth(int) {}
+
 type driver struct {
 	dev  cu.Device
 	ctx  cu.CUContext

@@ -6,6 +6,7 @@ package cuda
 // #cgo LDFLAGS: -lpthread
 // #include <stdint.h>
 // #include <stdlib.h>
+// void wkd_emu_set_width(int w);
 // int wkd_emu_launch(const char* name, int blocks, const uint64_t* args, int nargs);
 // void wkd_emu_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float* a, int lda,
 //                    const float* b, int ldb, float beta, float* c, int ldc);
@@ -102,6 +103,10 @@ func (v *driver) sgemm(transA, transB bool, m, n, k int, alpha float32, a devPtr
 		(*C.float)(a.ptr()), C.int(lda), (*C.float)(b.ptr()), C.int(ldb), C.float(beta), (*C.float)(c.ptr()), C.int(ldc))
 	return nil
 }
+
+// setEmuBlockWidth sets the emulator's threads per block (256, the GPU's, by default); a test
+// composing thousands of launches uses 1 to stay fast.
+func setEmuBlockWidth(w int) { C.wkd_emu_set_width(C.int(w)) }
 
 func cbool(b bool) C.int {
 	if b {

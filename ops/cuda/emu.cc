@@ -4,6 +4,7 @@
 // and built-ins are defined away for one thread per block, and each kernel is called through
 // a template that unpacks the Go side's 8-byte argument slots by the kernel's own parameter
 // types, so a wrong argument count is reported, not guessed.
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <cmath>
@@ -21,30 +22,74 @@
 #define __forceinline__ inline
 #define __shared__ static
 
-// A block is WKD_THREADS real threads (a persistent pool), run one block after another:
-// __syncthreads is a barrier of the block, a warp shuffle a barrier of the warp's 32 threads
-// around a per-warp exchange buffer, atomicAdd a real atomic. So the kernels' strided loops,
-// reductions and atomics run as they do on a GPU, only slower and without blocks in parallel.
+// A block is blockDim.x real threads (a persistent pool per width, WKD_THREADS = 256 by
+// default), blocks run one after another: __syncthreads is a barrier of the block, a warp
+// shuffle a barrier of the warp's threads around a per-warp exchange buffer, atomicAdd a real
+// atomic. So the kernels' strided loops, block reductions and atomics run as on a GPU, only
+// slower and without blocks in parallel. A narrower pool (wkd_emu_set_width) trades that
+// fidelity for speed in tests that compose many kernels.
 namespace {
-constexpr int kThreads = 256;  // WKD_THREADS in kernels/common.cuh, the Go side's block size
-constexpr int kWarps = kThreads / 32;
+constexpr int kMaxThreads = 256;  // WKD_THREADS in kernels/common.cuh
+constexpr int kMaxWarps = kMaxThreads / 32;
 
 struct Dim3 { unsigned x = 0, y = 0, z = 0; };
 thread_local Dim3 threadIdx, blockIdx;
-Dim3 blockDim{kThreads, 1, 1}, gridDim{1, 1, 1};
+Dim3 blockDim{kMaxThreads, 1, 1}, gridDim{1, 1, 1};
 
-std::barrier<>* block_bar;
-std::barrier<>* warp_bar[kWarps];
-float shfl_buf[kWarps][32];
+struct Pool;
+thread_local Pool* pool;  // the pool the calling worker belongs to
 
-inline void __syncthreads() { block_bar->arrive_and_wait(); }
+struct Pool {
+  int width;
+  std::barrier<> block_bar, start_bar, done_bar;
+  std::vector<std::barrier<>*> warp_bar;
+  float shfl_buf[kMaxWarps][32];
+  std::function<void()> job;
+  int blocks = 0;
+
+  explicit Pool(int w) : width(w), block_bar(w), start_bar(w + 1), done_bar(w + 1) {
+    for (int t = 0; t < w; t += 32) warp_bar.push_back(new std::barrier<>(std::min(32, w - t)));
+    for (int t = 0; t < w; t++) std::thread(&Pool::worker, this, t).detach();
+  }
+
+  // worker runs every block of each job, meeting the others between blocks (shared memory is
+  // reused by the next block).
+  void worker(unsigned tid) {
+    threadIdx.x = tid;
+    pool = this;
+    for (;;) {
+      start_bar.arrive_and_wait();
+      for (int b = 0; b < blocks; b++) {
+        blockIdx.x = static_cast<unsigned>(b);
+        job();
+        block_bar.arrive_and_wait();
+      }
+      done_bar.arrive_and_wait();
+    }
+  }
+
+  void launch(int nblocks, std::function<void()> fn) {
+    job = std::move(fn);
+    blocks = nblocks;
+    blockDim.x = static_cast<unsigned>(width);
+    start_bar.arrive_and_wait();
+    done_bar.arrive_and_wait();
+  }
+};
+
+Pool* pools[kMaxThreads + 1];
+int current_width = kMaxThreads;
+
+inline void __syncthreads() { pool->block_bar.arrive_and_wait(); }
 
 inline float __shfl_down_sync(unsigned, float v, int o) {
   unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  shfl_buf[warp][lane] = v;
-  warp_bar[warp]->arrive_and_wait();
-  float r = lane + o < 32 ? shfl_buf[warp][lane + o] : v;
-  warp_bar[warp]->arrive_and_wait();  // nobody overwrites the buffer before all have read
+  int active = std::min(32, pool->width - static_cast<int>(warp) * 32);
+  pool->shfl_buf[warp][lane] = v;
+  pool->warp_bar[warp]->arrive_and_wait();
+  // Past the warp's end CUDA returns v; lanes a narrow pool lacks contribute nothing.
+  float r = static_cast<int>(lane) + o < active ? pool->shfl_buf[warp][lane + o] : (lane + o < 32 ? 0.0f : v);
+  pool->warp_bar[warp]->arrive_and_wait();  // nobody overwrites the buffer before all have read
   return r;
 }
 
@@ -74,48 +119,15 @@ template <> float slot<float>(uint64_t v) {
 template <typename... P, size_t... I>
 void call(void (*fn)(P...), const uint64_t* a, std::index_sequence<I...>) { fn(slot<P>(a[I])...); }
 
-// The pool: the launching thread publishes a job and waits at `done`; each worker runs every
-// block of it, meeting the others at a block barrier between blocks (shared memory is reused).
-std::function<void()> job;
-int job_blocks;
-std::barrier<>* start_bar;
-std::barrier<>* done_bar;
-
-void worker(unsigned tid) {
-  threadIdx.x = tid;
-  for (;;) {
-    start_bar->arrive_and_wait();
-    for (int b = 0; b < job_blocks; b++) {
-      blockIdx.x = static_cast<unsigned>(b);
-      job();
-      block_bar->arrive_and_wait();
-    }
-    done_bar->arrive_and_wait();
-  }
-}
-
-void start_pool() {
-  static bool started = false;
-  if (started) return;
-  started = true;
-  block_bar = new std::barrier<>(kThreads);
-  for (auto& w : warp_bar) w = new std::barrier<>(32);
-  start_bar = new std::barrier<>(kThreads + 1);
-  done_bar = new std::barrier<>(kThreads + 1);
-  for (unsigned t = 0; t < kThreads; t++) std::thread(worker, t).detach();
-}
-
 // run returns 0, or the kernel's parameter count when nargs differs. Launches come from one
-// Go goroutine at a time (a Device is single-threaded), so the pool needs no queue.
+// Go goroutine at a time (a Device is single-threaded), so a pool needs no queue.
 template <typename... P>
 int run(void (*fn)(P...), int blocks, const uint64_t* a, int nargs) {
   if (nargs != static_cast<int>(sizeof...(P))) return static_cast<int>(sizeof...(P));
-  start_pool();
+  Pool*& p = pools[current_width];
+  if (!p) p = new Pool(current_width);
   gridDim.x = static_cast<unsigned>(blocks);
-  job = [fn, a] { call(fn, a, std::index_sequence_for<P...>{}); };
-  job_blocks = blocks;
-  start_bar->arrive_and_wait();
-  done_bar->arrive_and_wait();
+  p->launch(blocks, [fn, a] { call(fn, a, std::index_sequence_for<P...>{}); });
   return 0;
 }
 
@@ -131,6 +143,9 @@ const Entry table[] = {
 };
 #undef K
 }  // namespace
+
+// wkd_emu_set_width sets the threads per block of later launches (1 to 256).
+extern "C" void wkd_emu_set_width(int w) { current_width = std::max(1, std::min(kMaxThreads, w)); }
 
 extern "C" int wkd_emu_launch(const char* name, int blocks, const uint64_t* args, int nargs) {
   for (const Entry& e : table)

@@ -3,8 +3,8 @@
 // and "Error in initialization ... <reason>" when no GPU answers, before any test (or t.Skip)
 // can run. Every other outcome, failures included, passes through unchanged.
 //
-//	go build -o /tmp/gpuexec ./ops/cuda/gpuexec
-//	go test -tags cuda -exec /tmp/gpuexec ./ops/cuda/...
+//	go build -o "$tmp/gpuexec" ./ops/cuda/gpuexec
+//	go test -tags cuda -exec "$tmp/gpuexec" ./ops/cuda/...
 package main
 
 import (
