@@ -6,7 +6,7 @@ export CGO_ENABLED ?= 0
 # Packages with goroutines of their own: their tests also run under the race detector.
 RACE_PKGS := ./allreduce/... ./node/... ./sharding/... ./data/... ./trainer/...
 
-.PHONY: all build deps test vet fmt-check race bench bench-engine bench-allreduce demo clean
+.PHONY: all build deps test vet fmt-check race bench bench-engine bench-allreduce demo cuda-check device-check experiments clean
 
 all: build
 
@@ -44,6 +44,25 @@ bench-allreduce: build
 
 demo: deps build
 	$(BIN) demo
+
+# The CUDA backend compiles (headers and stub libraries from Debian's non-free packages, in
+# .cuda/) and its tests run, skipping where no GPU answers.
+cuda-check:
+	eval "$$(bash scripts/cuda-deps.sh)" && \
+	$(GO) vet -tags cuda ./ops/cuda/... && \
+	$(GO) build -tags cuda ./ops/cuda/... && \
+	$(GO) test -count=1 -tags cuda ./ops/cuda/...
+
+# On a GPU machine: build with -tags cuda, parity tests, distillation step against PyTorch.
+device-check:
+	bash scripts/device-check.sh
+
+# The README's results table (both datasets, 3 seeds): results/*/summary.md.
+experiments: deps build
+	scripts/experiments.sh edges2shoes-mini "1 2 3"
+	scripts/experiments.sh sneaker2boot "1 2 3"
+
+-include docker.mk
 
 clean:
 	rm -rf bin

@@ -38,6 +38,7 @@ PROJECT="wkdtest$$$RANDOM"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/wkd-test-compose.XXXXXX")
 LOG=$TMP/wkd.log
 NET="${PROJECT}_default"
+KEPT="${TMPDIR:-/tmp}/wkd-test-compose-$PROJECT.log" # the central log, kept on failure
 
 say() { printf '[%3ds] %s\n' $(($(date +%s) - T0)) "$*"; }
 check() { # check NAME CONDITION-EXIT-STATUS DETAIL
@@ -54,8 +55,10 @@ dc() { "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.yml -f "$TMP/override.yml
 cleanup() {
 	local rc=$?
 	if [ "$FAIL" -gt 0 ] || [ "$rc" -ne 0 ]; then
-		echo "---- last 40 lines of the central log ----"
-		tail -n 40 "$LOG" 2>/dev/null | cut -c1-300
+		fetch_log
+		echo "---- last 30 lines of the central log (all of it: $KEPT) ----"
+		tail -n 30 "$LOG" 2>/dev/null | cut -c1-300
+		cp "$LOG" "$KEPT" 2>/dev/null
 		echo "---- docker-compose ps ----"
 		dc ps 2>/dev/null
 	fi
