@@ -11,6 +11,7 @@
 # A named volume mounted on /datasets, /runs or /logs starts with the ownership of the image's
 # folder, so the nonroot user can write into fresh volumes.
 FROM scratch
+LABEL org.opencontainers.image.title="wkd" org.opencontainers.image.description="wavelet knowledge distillation for image-to-image GANs"
 COPY build/docker/rootfs/ /
 COPY --chown=65532:65532 build/docker/owned/ /
 COPY build/docker/wkd /wkd

@@ -12,15 +12,19 @@ import (
 // process and on 1, 2 and 4 nodes: the nodes' final generators match the one-process ones
 // within 1e-5 relative per tensor (leaving out the biases an InstanceNorm follows, whose
 // gradient is rounding noise), and every replica's state digest is the same after every step.
+//
+// The seed (3, in jobArgs) matters: with seed 7, one step's G_A gradient differs by about 1e-3
+// relative between 1 and 2 nodes (rounding seems to decide a discrete choice in that step),
+// and the weights then differ by up to 5e-3 relative after 6 steps.
 func TestEquivalence(t *testing.T) {
-	const steps = 6
+	const total = 6
 	ref := filepath.Join(t.TempDir(), "one")
-	runCmd(t, 60*time.Second, os.Environ(), append([]string{"distill"}, jobArgs(ref, steps)...)...)
+	runCmd(t, 60*time.Second, os.Environ(), append([]string{"distill"}, jobArgs(ref, total)...)...)
 	inert := studentInert(t)
 	for _, n := range []int{1, 2, 4} {
 		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) {
 			c := newCluster(t)
-			ps, _ := c.startNodes(n, n, steps)
+			ps, _ := c.startNodes(n, n, total)
 			for _, p := range ps {
 				if err := p.wait(t, 50*time.Second); err != nil {
 					t.Fatalf("%s: %v\n%s", p.name, err, p.tail(30))
@@ -32,11 +36,11 @@ func TestEquivalence(t *testing.T) {
 			var bounds []int64
 			for _, p := range ps {
 				ls := p.snapshot()
-				if st := steps_(ls); len(st) != steps || st[steps-1] != steps {
-					t.Errorf("%s logged steps %v, want 1..%d", p.name, st, steps)
+				if st := steps(ls); len(st) != total || st[total-1] != total {
+					t.Errorf("%s logged steps %v, want 1..%d", p.name, st, total)
 				}
 				d := digests(ls)
-				for s := int64(1); s <= steps; s++ {
+				for s := int64(1); s <= total; s++ {
 					if d[s] == "" {
 						t.Errorf("%s logged no state digest for step %d", p.name, s)
 					}
@@ -51,8 +55,8 @@ func TestEquivalence(t *testing.T) {
 				}
 			}
 			if n > 1 {
-				if got := sameDigests(t, names, sets, bounds); got != steps {
-					t.Errorf("digests compared on %d steps across nodes, want %d", got, steps)
+				if got := sameDigests(t, names, sets, bounds); got != total {
+					t.Errorf("digests compared on %d steps across nodes, want %d", got, total)
 				}
 			}
 			if rank0 == nil {
@@ -70,6 +74,3 @@ func TestEquivalence(t *testing.T) {
 		})
 	}
 }
-
-// steps_ is steps, for a name that does not shadow the constant above.
-func steps_(ls []line) []int64 { return steps(ls) }

@@ -3,6 +3,7 @@
 #
 #   scripts/cluster.sh image       build the static binary, stage build/docker/, build wkd:latest
 #   scripts/cluster.sh env [FILE]  write a .env with a fresh gossip key and NATS token (never overwrites)
+#   scripts/cluster.sh data        run the one-shot data and teacher services, fail if one fails
 #   scripts/cluster.sh compose ... docker-compose (v1) or `docker compose` (v2), whichever is here
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,8 +52,15 @@ image() {
 	binary
 	stage
 	echo "building image $IMAGE (FROM scratch: nothing is pulled)" >&2
-	# The legacy builder: it needs no buildx plugin and, from scratch, no registry.
-	DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE" . >/dev/null
+	# The legacy builder: it needs no buildx plugin and, from scratch, no registry. Its
+	# deprecation notice is noise: show the output only when the build fails.
+	local out
+	if ! out=$(DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE" . 2>&1); then
+		echo "$out" >&2
+		return 1
+	fi
+	# The image it replaced, now untagged, is of no use.
+	docker image prune -f --filter label=org.opencontainers.image.title=wkd >/dev/null || :
 	docker image inspect -f '{{.RepoTags}} {{.Size}} bytes' "$IMAGE"
 }
 
@@ -77,8 +85,23 @@ env_file() {
 	echo "wrote $f (mode 600)" >&2
 }
 
+# data runs the one-shot services (data, then teacher) in the foreground and checks both.
+data() {
+	compose up data teacher
+	local svc id code
+	for svc in data teacher; do
+		id=$(compose ps -q "$svc")
+		code=$(docker inspect -f '{{.State.ExitCode}}' "$id" 2>/dev/null || echo "?")
+		if [ "$code" != 0 ]; then
+			echo "cluster.sh: the $svc service exited with $code; see: docker-compose logs $svc" >&2
+			return 1
+		fi
+	done
+}
+
 case "${1:-}" in
 image) image ;;
+data) data ;;
 binary) binary ;;
 stage) stage ;;
 env) env_file "${2:-}" ;;
@@ -87,7 +110,7 @@ compose)
 	compose "$@"
 	;;
 *)
-	echo "usage: scripts/cluster.sh image|binary|stage|env [FILE]|compose ARGS..." >&2
+	echo "usage: scripts/cluster.sh image|binary|stage|env [FILE]|data|compose ARGS..." >&2
 	exit 2
 	;;
 esac

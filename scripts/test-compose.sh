@@ -210,7 +210,8 @@ check "(a) replicas identical at every logged step" $([ "${groups:-0}" -ge 10 ] 
 
 # ---------------------------------------------------------------- (b) elastic: 3 -> 4 -> kill
 say "(b) a long run: 3 nodes, then a 4th, then docker kill"
-export WKD_STEPS=100000 WKD_OUT=/runs/long
+# Many epochs: the run must outlast the checks below (the test stops it).
+export WKD_STEPS=1000000 WKD_OUT=/runs/long WKD_NODE_ARGS="--epochs 100000"
 dc up -d --no-deps --scale node=3 node >"$TMP/up.log" 2>&1 || cat "$TMP/up.log"
 mapfile -t IDS < <(node_ids)
 NAMES=()
@@ -261,7 +262,7 @@ wait_until 60 "a view of 3 without $VNAME, and 10 more steps" \
 G5=$(latest_view "${SURV[0]}")
 G5=${G5% *}
 check "(b) docker kill $VNAME: a new view of 3 (generation ${G4:-?} -> ${G5:-?}) trains on" $ok \
-	"view after $(($(date +%s) - t_kill))s or less, step $(last_step "${SURV[0]}")"
+	"seen within $(($(date +%s) - t_kill))s, step $(last_step "${SURV[0]}")"
 
 # ---------------------------------------------------------------- (c) partition and rejoin
 CUT_ID=${SURV_IDS[2]}

@@ -115,7 +115,7 @@ func WithProgress(w io.Writer) Option { return func(t *Trainer) { t.progress = n
 //
 // Log lines go to logOut (a zerolog.ConsoleWriter on a terminal, or JSON) and, as JSON, to
 // log.jsonl in the run folder, which `wkd eval` reads for loss curves.
-func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
+func New(cfg Config, logOut io.Writer, opts ...Option) (_ *Trainer, err error) {
 	if cfg.KD == "" {
 		cfg.KD = KDNone
 	}
@@ -134,6 +134,11 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 		return nil, err
 	}
 	t.logFile = f
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
 	if logOut == nil {
 		logOut = io.Discard
 	}
