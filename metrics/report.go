@@ -189,7 +189,8 @@ func curveSeries(cs []Curve) []series {
 	return out
 }
 
-const chartW, chartH, padL, padB, padT = 560.0, 260.0, 56.0, 36.0, 28.0
+// legendW is the strip at the right where series are named, clear of the plot.
+const chartW, chartH, padL, padB, padT, legendW = 700.0, 260.0, 56.0, 36.0, 28.0, 140.0
 
 func lineChart(title, xlabel string, ss []series, logY bool) template.HTML {
 	var minX, maxX, minY, maxY = math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
@@ -208,11 +209,11 @@ func lineChart(title, xlabel string, ss []series, logY bool) template.HTML {
 	if maxY <= minY {
 		maxY = minY + 1
 	}
-	px := func(x float64) float64 { return padL + (x-minX)/(maxX-minX)*(chartW-padL-10) }
+	px := func(x float64) float64 { return padL + (x-minX)/(maxX-minX)*(chartW-padL-legendW) }
 	py := func(y float64) float64 { return chartH - padB - (y-minY)/(maxY-minY)*(chartH-padB-padT) }
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg width="%.0f" height="%.0f" class="chart"><text x="%.0f" y="16" class="title">%s</text>`, chartW, chartH+20, padL, template.HTMLEscapeString(title))
-	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>`, padL, chartH-padB, chartW-10, chartH-padB)
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>`, padL, chartH-padB, chartW-legendW, chartH-padB)
 	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>`, padL, padT, padL, chartH-padB)
 	for k := 0; k <= 4; k++ {
 		y := minY + float64(k)/4*(maxY-minY)
@@ -230,7 +231,7 @@ func lineChart(title, xlabel string, ss []series, logY bool) template.HTML {
 			fmt.Fprintf(&pts, "%.1f,%.1f ", px(s.X[k]), py(s.Y[k]))
 		}
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.Color, pts.String())
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="legend" fill="%s">%s</text>`, chartW-150, padT+14*float64(i), s.Color, template.HTMLEscapeString(s.Name))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="legend" fill="%s">%s</text>`, chartW-legendW+10, padT+14*float64(i), s.Color, template.HTMLEscapeString(s.Name))
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
@@ -245,13 +246,13 @@ func barChart(title string, labels []string, ss []series) template.HTML {
 			}
 		}
 	}
-	w := math.Max(chartW, padL+float64(len(labels)*(len(ss)*9+10))+20)
-	groupW := (w - padL - 10) / float64(len(labels))
+	w := math.Max(chartW, padL+float64(len(labels)*(len(ss)*9+10))+legendW)
+	groupW := (w - padL - legendW) / float64(len(labels))
 	barW := (groupW - 8) / float64(max(len(ss), 1))
 	py := func(y float64) float64 { return chartH - padB - y/maxY*(chartH-padB-padT) }
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg width="%.0f" height="%.0f" class="chart"><text x="%.0f" y="16" class="title">%s</text>`, w, chartH+20, padL, template.HTMLEscapeString(title))
-	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#000" stroke-dasharray="4 3"/>`, padL, py(1), w-10, py(1))
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#000" stroke-dasharray="4 3"/>`, padL, py(1), w-legendW, py(1))
 	for k := 0; k <= 4; k++ {
 		y := float64(k) / 4 * maxY
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" class="tick" text-anchor="end">%.2f</text>`, padL-4, py(y)+4, y)
@@ -269,7 +270,7 @@ func barChart(title string, labels []string, ss []series) template.HTML {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" class="tick" text-anchor="middle">%s</text>`, x0+groupW/2-4, chartH-padB+14, l)
 	}
 	for i, s := range ss {
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="legend" fill="%s">%s</text>`, w-150, padT+14*float64(i), s.Color, template.HTMLEscapeString(s.Name))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="legend" fill="%s">%s</text>`, w-legendW+10, padT+14*float64(i), s.Color, template.HTMLEscapeString(s.Name))
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())

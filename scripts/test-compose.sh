@@ -31,6 +31,11 @@ else
 	exit 1
 fi
 
+if ! command -v jq >/dev/null 2>&1; then
+	echo "test-compose: FAIL: jq is needed to read the JSON logs (apt install jq)"
+	exit 1
+fi
+
 T0=$(date +%s)
 PASS=0
 FAIL=0
