@@ -156,3 +156,39 @@ func TestArenaReusesBuffers(t *testing.T) {
 		t.Errorf("steady-state step allocates %v times, want 0", allocs)
 	}
 }
+
+func TestGradReadyFiresWhenTheLastReaderIsDone(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	w := randTensor(r, 8)
+	w.SetRequiresGrad(true)
+	x := randTensor(r, 8)
+	var gradAtReady []float32
+	calls := 0
+	w.SetGradReady(func() {
+		calls++
+		gradAtReady = append([]float32(nil), w.Grad...)
+	})
+	tp := NewTape()
+	// w is read twice; its gradient is complete only after both backwards.
+	y := Add(tp, Add(tp, w, x), w)
+	if w.PendingUses() != 2 {
+		t.Fatalf("pending uses %d after two reads, want 2", w.PendingUses())
+	}
+	tp.Backward(weightedSum(tp, y, FromData([]float32{1, 2, 3, 4, 5, 6, 7, 8}, 8)))
+	if calls != 1 {
+		t.Fatalf("hook ran %d times, want once", calls)
+	}
+	for i, g := range gradAtReady {
+		if want := 2 * float32(i+1); g != want {
+			t.Fatalf("gradient seen by the hook [%d] = %v, want the complete %v", i, g, want)
+		}
+	}
+	w.ZeroGrad()
+	// Frozen: not counted, never fires.
+	w.SetRequiresGrad(false)
+	tp.Reset()
+	_ = Add(tp, w, x)
+	if w.PendingUses() != 0 {
+		t.Errorf("a frozen tensor counted %d uses", w.PendingUses())
+	}
+}

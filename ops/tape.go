@@ -95,6 +95,11 @@ func (tp *Tape) push(backward func(n *node), out *Tensor, ins ...*Tensor) *node 
 	tp.nodes = append(tp.nodes, node{backward: backward, out: out})
 	n := &tp.nodes[len(tp.nodes)-1]
 	copy(n.in[:], ins)
+	for _, in := range ins {
+		if in != nil && in.onReady != nil && in.requiresGrad {
+			in.pendingUses++
+		}
+	}
 	return n
 }
 
@@ -128,6 +133,13 @@ func (tp *Tape) BackwardFrom() {
 			continue
 		}
 		n.backward(n)
+		for _, in := range n.in {
+			if in != nil && in.onReady != nil && in.requiresGrad {
+				if in.pendingUses--; in.pendingUses == 0 {
+					in.onReady()
+				}
+			}
+		}
 		*n = node{}
 	}
 	if live == 0 {

@@ -17,7 +17,28 @@ type Tensor struct {
 	requiresGrad bool
 	// gradBuf keeps the capacity of an arena tensor's gradient across steps.
 	gradBuf []float32
+	// pendingUses counts the recorded ops reading this tensor whose backward has not run yet;
+	// kept only for tensors with an onReady hook (parameters whose gradients are communicated).
+	pendingUses int32
+	onReady     func()
 }
+
+// SetGradReady registers fn to run during a backward pass as soon as this tensor's gradient is
+// complete: when every recorded op that reads it has run its backward. It lets gradient
+// communication start while backward is still running. fn runs on the goroutine that calls
+// Backward and must not block for long; nil removes the hook.
+func (t *Tensor) SetGradReady(fn func()) {
+	t.onReady = fn
+	t.pendingUses = 0
+}
+
+// PendingUses is how many recorded ops read this tensor and have not run their backward:
+// nonzero after a backward pass only for a tensor some of whose readers it did not reach.
+// Counted only for tensors with a SetGradReady hook.
+func (t *Tensor) PendingUses() int { return int(t.pendingUses) }
+
+// ClearPendingUses forgets the count, for a step that ends with readers never backpropagated.
+func (t *Tensor) ClearPendingUses() { t.pendingUses = 0 }
 
 // New returns a zeroed heap tensor.
 func New(shape ...int) *Tensor {

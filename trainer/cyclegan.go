@@ -40,9 +40,10 @@ func (t *Trainer) cycleGANStep() (StepReport, error) {
 		kdB = kdLoss(tp, cfg.KD, fakeA, t.teacherOutput(t.teacherB, realB), cfg.Levels, cfg.KDLoss)
 		lossG = ops.Add(tp, lossG, ops.Scale(tp, ops.Add(tp, kdA, kdB), cfg.Alpha))
 	}
+	started := t.beginGroup(t.gOverlap)
 	tp.Backward(lossG)
 	setRequiresGrad(t.dParams, true)
-	if err := t.syncGrads(t.gParams, &rep); err != nil {
+	if err := t.syncGroup(t.gOverlap, started, &rep); err != nil {
 		return rep, err
 	}
 	t.optG.Step()
@@ -52,8 +53,9 @@ func (t *Trainer) cycleGANStep() (StepReport, error) {
 	t.optD.ZeroGrad()
 	lossDA := t.basicD(t.dA, realB, t.poolB.Query(tp, fakeB, t.rng))
 	lossDB := t.basicD(t.dB, realA, t.poolA.Query(tp, fakeA, t.rng))
+	started = t.beginGroup(t.dOverlap)
 	tp.Backward(ops.Add(tp, lossDA, lossDB))
-	if err := t.syncGrads(t.dParams, &rep); err != nil {
+	if err := t.syncGroup(t.dOverlap, started, &rep); err != nil {
 		return rep, err
 	}
 	t.optD.Step()

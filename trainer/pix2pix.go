@@ -19,8 +19,9 @@ func (t *Trainer) pix2pixStep() (StepReport, error) {
 	predReal := t.dA.Forward(tp, ops.Concat(tp, realA, realB), true)
 	lossDReal := ganLoss(tp, cfg.GANMode, predReal, true)
 	lossD := ops.Scale(tp, ops.Add(tp, lossDFake, lossDReal), 0.5)
+	started := t.beginGroup(t.dOverlap)
 	tp.Backward(lossD)
-	if err := t.syncGrads(t.dParams, &rep); err != nil {
+	if err := t.syncGroup(t.dOverlap, started, &rep); err != nil {
 		return rep, err
 	}
 	t.optD.Step()
@@ -38,8 +39,9 @@ func (t *Trainer) pix2pixStep() (StepReport, error) {
 		kd = kdLoss(tp, cfg.KD, fakeB, t.teacherOutput(t.teacherA, realA), cfg.Levels, cfg.KDLoss)
 		lossG = ops.Add(tp, lossG, ops.Scale(tp, kd, cfg.Alpha))
 	}
+	started = t.beginGroup(t.gOverlap)
 	tp.Backward(lossG)
-	if err := t.syncGrads(t.gParams, &rep); err != nil {
+	if err := t.syncGroup(t.gOverlap, started, &rep); err != nil {
 		return rep, err
 	}
 	t.optG.Step()

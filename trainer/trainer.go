@@ -89,7 +89,13 @@ type Trainer struct {
 	shareWeight          float32     // this rank's gradient weight for uneven shares
 	syncBufs             [][]float32 // reused list of slices handed to the synchronizer
 	snap                 []byte      // the state before the step in flight (multi-replica runs)
+	overlapOn            bool        // communicate gradients during backward when the sync can
+	gOverlap, dOverlap   *overlap
 }
+
+// WithOverlap turns on or off averaging gradient buckets while backward still runs (when
+// the world's GradSync is a BucketSync). Defaults to on.
+func WithOverlap(on bool) Option { return func(t *Trainer) { t.overlapOn = on } }
 
 // Close releases the run's log file.
 func (t *Trainer) Close() error { return t.logFile.Close() }
@@ -122,7 +128,7 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (_ *Trainer, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Trainer{cfg: cfg, world: World{Rank: 0, Size: 1}, tape: ops.NewTape(), start: time.Now(), shareWeight: 1}
+	t := &Trainer{cfg: cfg, world: World{Rank: 0, Size: 1}, tape: ops.NewTape(), start: time.Now(), shareWeight: 1, overlapOn: true}
 	for _, o := range opts {
 		o(t)
 	}
@@ -194,6 +200,7 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (_ *Trainer, err error) {
 		}
 	}
 	t.optG, t.optD = newOptimizer(adam, gNets), newOptimizer(adam, dNets)
+	t.gOverlap, t.dOverlap = newOverlap(t.gParams), newOverlap(t.dParams)
 
 	dcfg := data.DefaultPix2PixConfig(cfg.Data)
 	if cfg.Task == CycleGAN {

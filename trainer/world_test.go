@@ -180,3 +180,67 @@ func TestAbortedStepRollsBack(t *testing.T) {
 	}
 	_ = before
 }
+
+// bucketMember adds Begin/Submit/Wait to a hub member: buckets are collected and averaged
+// together at Wait, which exercises the trainer's bucketing (copies, weights, order).
+type bucketMember struct {
+	*hubMember
+	buckets   [][]float32
+	submitted int
+}
+
+func (m *bucketMember) Begin(n int) error {
+	m.buckets, m.submitted = make([][]float32, n), 0
+	return nil
+}
+
+func (m *bucketMember) Submit(b int, data []float32) error {
+	if m.buckets[b] != nil {
+		return errors.New("bucket submitted twice")
+	}
+	m.buckets[b] = data
+	m.submitted++
+	return nil
+}
+
+func (m *bucketMember) Wait() error {
+	if m.submitted != len(m.buckets) {
+		return errors.New("Wait before every bucket was submitted")
+	}
+	return m.Average(m.buckets)
+}
+
+func TestOverlappedBucketsMatchWholeGroupSync(t *testing.T) {
+	data := writeAligned(t, 8, 32)
+	run := func(overlap bool) *Trainer {
+		h := newHub(2)
+		trs := make([]*Trainer, 2)
+		var wg sync.WaitGroup
+		for r := range 2 {
+			cfg := tinyPix2Pix(data, t.TempDir())
+			cfg.BatchSize, cfg.MaxSteps = 2, 3
+			var s GradSync = h.member(r)
+			if overlap {
+				s = &bucketMember{hubMember: h.member(r)}
+			}
+			tr, err := New(cfg, io.Discard, WithWorld(World{Rank: r, Size: 2, Sync: s}), WithOverlap(overlap))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { tr.Close() })
+			trs[r] = tr
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := tr.Run(context.Background()); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		sameWeights(t, trs[0], trs[1])
+		return trs[0]
+	}
+	whole, buckets := run(false), run(true)
+	sameWeights(t, whole, buckets)
+}

@@ -51,6 +51,7 @@ type clusterFlags struct {
 	prefix    string
 	joinWait  time.Duration
 	arTimeout time.Duration
+	overlap   bool
 }
 
 func bindClusterFlags(fs *flag.FlagSet, c *clusterFlags) {
@@ -71,6 +72,7 @@ func bindClusterFlags(fs *flag.FlagSet, c *clusterFlags) {
 	fs.StringVar(&c.prefix, "subject-prefix", "wkd", "NATS subject prefix, so several clusters can share a server")
 	fs.DurationVar(&c.joinWait, "join-timeout", 60*time.Second, "how long to keep trying the seeds")
 	fs.DurationVar(&c.arTimeout, "allreduce-timeout", 0, "abandon a step when a neighbour is silent this long (0: the preset's)")
+	fs.BoolVar(&c.overlap, "overlap", true, "average gradient buckets while backward still runs (false: after backward)")
 }
 
 // jobFor reads --job from args (its flags depend on it).
@@ -500,6 +502,17 @@ func (s *reducerSync) Average(values [][]float32) error {
 	s.seq++
 	return s.red.AllReduce(s.ctx, s.gen, s.seq, values)
 }
+
+// Begin, Submit and Wait make reducerSync a trainer.BucketSync: the ring starts on a bucket
+// as soon as backward hands it over.
+func (s *reducerSync) Begin(nbuckets int) error {
+	s.seq++
+	return s.red.Begin(s.gen, s.seq, nbuckets)
+}
+
+func (s *reducerSync) Submit(b int, data []float32) error { return s.red.Submit(b, data) }
+
+func (s *reducerSync) Wait() error { return s.red.Wait(s.ctx) }
 
 // exchange gathers every rank's step through the all-reduce: rank r writes its step, byte by
 // byte, into its own slots; the mean times the world size gives each byte back exactly.
