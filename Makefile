@@ -38,8 +38,10 @@ bench: bench-engine bench-allreduce
 bench-engine: deps build
 	$(BIN) bench-engine
 
-# Ring all-reduce over NATS against raw NATS and TCP; last line "busbw/nats: X".
+# The share of a distributed step spent waiting on gradients, overlap off and on; then the ring
+# all-reduce over NATS against raw NATS and TCP; last line "busbw/nats: X".
 bench-allreduce: build
+	$(BIN) bench-overlap
 	$(BIN) bench-allreduce
 
 demo: deps build

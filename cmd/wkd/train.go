@@ -134,6 +134,7 @@ func runTrain(name string, args []string) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	bindRunFlags(fs, &f, distill)
 	fs.IntVar(&f.localNodes, "local-nodes", 0, "train data-parallel on N node processes on this machine, with an embedded NATS server")
+	fs.Bool("overlap", true, "with --local-nodes: average gradient buckets while backward still runs")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: wkd %s [flags]\n\n", name)
 		if distill {
