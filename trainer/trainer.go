@@ -121,7 +121,7 @@ func WithProgress(w io.Writer) Option { return func(t *Trainer) { t.progress = n
 //
 // Log lines go to logOut (a zerolog.ConsoleWriter on a terminal, or JSON) and, as JSON, to
 // log.jsonl in the run folder, which `wkd eval` reads for loss curves.
-func New(cfg Config, logOut io.Writer, opts ...Option) (_ *Trainer, err error) {
+func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 	if cfg.KD == "" {
 		cfg.KD = KDNone
 	}
@@ -132,23 +132,6 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (_ *Trainer, err error) {
 	for _, o := range opts {
 		o(t)
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(filepath.Join(cfg.Dir, "log.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	t.logFile = f
-	defer func() {
-		if err != nil {
-			f.Close()
-		}
-	}()
-	if logOut == nil {
-		logOut = io.Discard
-	}
-	t.log = zerolog.New(zerolog.MultiLevelWriter(logOut, f)).With().Timestamp().Fields(t.logFields).Logger()
 	if cfg.Threads > 0 {
 		ops.SetThreads(cfg.Threads)
 	}
@@ -163,6 +146,7 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (_ *Trainer, err error) {
 		m.SetRNG(t.rng)
 		return m, nil
 	}
+	var err error
 	if t.gA, err = build(cfg.G); err != nil {
 		return nil, err
 	}
@@ -217,6 +201,19 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (_ *Trainer, err error) {
 	if t.plan, err = sharding.New(sharding.Config{Samples: t.train.Len(), Seed: cfg.Seed}); err != nil {
 		return nil, err
 	}
+	// The run folder is made last, so a run that cannot start leaves nothing behind.
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(cfg.Dir, "log.jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	t.logFile = f
+	if logOut == nil {
+		logOut = io.Discard
+	}
+	t.log = zerolog.New(zerolog.MultiLevelWriter(logOut, f)).With().Timestamp().Fields(t.logFields).Logger()
 	return t, nil
 }
 

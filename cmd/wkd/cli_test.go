@@ -1,0 +1,57 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBadFlagsNameTheFlag runs commands in-process with bad flags: each must fail with an
+// error that names what is wrong, before touching any run folder.
+func TestBadFlagsNameTheFlag(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "run")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown model", []string{"train", "--model", "gan3000", "--out", out}, "--model"},
+		{"missing dataset", []string{"train", "--data", filepath.Join(dir, "nowhere"), "--out", out}, "nowhere"},
+		{"batch size", []string{"train", "--batch-size", "0", "--data", dir, "--out", out}, "--batch-size"},
+		{"gan mode", []string{"train", "--gan-mode", "wgan", "--data", dir, "--out", out}, "--gan-mode"},
+		{"kd kind", []string{"distill", "--kd", "feature", "--data", dir, "--out", out}, "--kd"},
+		{"kd loss", []string{"distill", "--kd-loss", "huber", "--data", dir, "--out", out}, "--kd-loss"},
+		{"levels", []string{"distill", "--levels", "0", "--data", dir, "--out", out}, "--levels"},
+		{"teacher", []string{"distill", "--teacher", filepath.Join(dir, "noteacher"), "--data", dir, "--out", out}, "noteacher"},
+		{"lr", []string{"train", "--lr", "abc", "--out", out}, "lr"},
+		{"netG", []string{"train", "--netG", "vgg", "--out", out}, "vgg"},
+		{"norm", []string{"train", "--norm", "layer", "--out", out}, "layer"},
+		{"resume without run", []string{"train", "--resume", "--out", filepath.Join(dir, "none")}, "--resume"},
+		{"stray argument", []string{"train", "extra"}, "extra"},
+		{"local nodes batch", []string{"distill", "--local-nodes", "4", "--batch-size", "2", "--data", dir, "--out", out}, "--batch-size"},
+		{"eval runs", []string{"eval", "--runs", filepath.Join(dir, "missing")}, "--runs"},
+		{"translate input", []string{"translate", "--run", dir}, "--input"},
+		{"bench size", []string{"bench-engine", "--size", "30"}, "--size"},
+		{"node job", []string{"node", "--job", "serve"}, "--job"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cmd, ok := commands[c.args[0]]
+			if !ok {
+				t.Fatalf("no command %q", c.args[0])
+			}
+			err := cmd.run(c.args[1:])
+			if err == nil {
+				t.Fatalf("wkd %s: no error", strings.Join(c.args, " "))
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("wkd %s: error %q does not name %q", strings.Join(c.args, " "), err, c.want)
+			}
+		})
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("a failed command created the run folder")
+	}
+}
