@@ -21,11 +21,13 @@ edges2shoes-mini)
   model=(--model pix2pix --netG unet --num-downs 5)
   teacher=(--ngf 16 --ndf 32 --epochs 2 --epochs-decay 2 --max-samples 2000)
   student=(--ngf 6 --ndf 16 --epochs 1 --epochs-decay 1 --max-samples 2000 --alpha 100)
+  mse_alpha=100 # the authors' MSE distance; alpha gives a KD share of the loss like L1's
   ;;
 sneaker2boot)
   model=(--model cyclegan --netG resnet --n-blocks 6)
   teacher=(--ngf 16 --ndf 32 --epochs 2 --epochs-decay 1 --max-samples 1000)
   student=(--ngf 6 --ndf 16 --epochs 1 --epochs-decay 1 --max-samples 1000 --alpha 10)
+  mse_alpha=4
   ;;
 *) echo "unknown dataset $dataset" >&2; exit 2 ;;
 esac
@@ -38,10 +40,12 @@ reports=()
 for seed in $seeds; do
   mkdir -p "$out/seed$seed"
   runs=("$t"); names=(teacher)
-  for kd in none pixel wavelet; do
+  for kd in none pixel wavelet wavelet-mse; do
     s="$out/seed$seed/$kd"
+    kdargs=(--kd "$kd")
+    [ "$kd" = wavelet-mse ] && kdargs=(--kd wavelet --kd-loss mse --alpha "$mse_alpha")
     [ -n "$(ls "$s"/G*.safetensors 2>/dev/null)" ] || \
-      "$wkd" distill "${model[@]}" "${common[@]}" "${student[@]}" --seed "$seed" --teacher "$t" --kd "$kd" --out "$s" > "$s.log" 2>&1
+      "$wkd" distill "${model[@]}" "${common[@]}" "${student[@]}" --seed "$seed" --teacher "$t" "${kdargs[@]}" --out "$s" > "$s.log" 2>&1
     runs+=("$s"); names+=("student $kd")
   done
   "$wkd" eval --runs "$(IFS=,; echo "${runs[*]}")" --names "$(IFS=,; echo "${names[*]}")" \

@@ -15,6 +15,9 @@ var (
 	ErrConfig     = errors.New("trainer: bad configuration")
 	ErrCheckpoint = errors.New("trainer: bad checkpoint")
 	ErrDiverged   = errors.New("trainer: loss is not finite")
+	// ErrStepAborted wraps a synchronization failure: the step was rolled back, and the run
+	// can continue from Step() once the world is settled (SetWorld, maybe LoadStateBytes).
+	ErrStepAborted = errors.New("trainer: step aborted")
 )
 
 // Task is the image-to-image problem being trained.

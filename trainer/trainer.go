@@ -34,10 +34,6 @@ type World struct {
 	Sync       GradSync
 }
 
-// ErrStepAborted wraps a synchronization failure: the step was rolled back, and the run can
-// continue from Step() once the world is settled (SetWorld, maybe LoadStateBytes).
-var ErrStepAborted = errors.New("trainer: step aborted")
-
 // SetWorld changes this replica's rank, world size or synchronizer between steps; the epoch
 // continues from the same global sample position.
 func (t *Trainer) SetWorld(w World) { t.world = w }
