@@ -84,7 +84,7 @@ type Trainer struct {
 	logFields            map[string]any
 	shareWeight          float32     // this rank's gradient weight for uneven shares
 	syncBufs             [][]float32 // reused list of slices handed to the synchronizer
-	snap                 []byte      // the state before the step in flight (multi-replica runs)
+	snapshot             snapshot    // the state before the step in flight (multi-replica runs)
 	overlapOn            bool        // communicate gradients during backward when the sync can
 	gOverlap, dOverlap   *overlap
 }
@@ -320,9 +320,7 @@ func (t *Trainer) runEpoch(ctx context.Context) error {
 		t0 := time.Now()
 		distributed := t.world.Sync != nil && t.world.Size > 1
 		if distributed {
-			if t.snap, err = t.StateBytes(); err != nil {
-				return err
-			}
+			t.saveSnapshot()
 			n := len(t.plan.GlobalBatch(t.at.Epoch, t.at.Pos, t.cfg.BatchSize))
 			t.shareWeight = float32(sharding.Weight(n, t.world.Rank, t.world.Size) * float64(t.world.Size))
 		}
@@ -332,7 +330,7 @@ func (t *Trainer) runEpoch(ctx context.Context) error {
 		}
 		if err != nil {
 			if distributed && !errors.Is(err, ErrDiverged) {
-				if rerr := t.LoadStateBytes(t.snap); rerr != nil {
+				if rerr := t.restoreSnapshot(); rerr != nil {
 					return errors.Join(err, rerr)
 				}
 				t.log.Warn().Err(err).Int64("step", t.step+1).Msg("step abandoned; rolled back")
