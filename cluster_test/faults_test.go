@@ -297,9 +297,11 @@ func TestStaleAndDuplicateChunks(t *testing.T) {
 						nc.Publish(subj, m.Data) // a duplicate, at once
 						replayed++
 						held = append(held, m.Data)
-						// Frames of the past: a lower step, the generation before, generation 0.
-						if fr.Step > 1 {
-							forge(fr.Generation, fr.Step-1, allreduce.MsgChunk)
+						// Frames of the past: an earlier step, the generation before, generation 0.
+						// Two steps back: a frame of step S from rank 0 can reach node-1 while
+						// node-1 still finishes step S-1, so S-1 may be current there.
+						if fr.Step > 2 {
+							forge(fr.Generation, fr.Step-2, allreduce.MsgChunk)
 						}
 						if fr.Generation > 0 {
 							forge(fr.Generation-1, fr.Step, allreduce.MsgChunk)
