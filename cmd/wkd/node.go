@@ -104,13 +104,7 @@ func runNode(args []string) error {
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	bindRunFlags(fs, &f, distill)
 	bindClusterFlags(fs, &cf)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
-	}
-	cfg, err := f.resolve(distill)
+	cfg, err := parseRun(fs, &f, args, distill)
 	if err != nil {
 		return err
 	}

@@ -146,13 +146,7 @@ func runTrain(name string, args []string) error {
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
-	}
-	cfg, err := f.resolve(distill)
+	cfg, err := parseRun(fs, &f, args, distill)
 	if err != nil {
 		return err
 	}
@@ -228,6 +222,17 @@ func applySmallDefaults(preset *trainer.Config, distill bool) {
 			preset.Alpha = 100 // L1 lambda is 100: the KD term must be comparable to matter
 		}
 	}
+}
+
+// parseRun parses a run's flags and resolves its configuration.
+func parseRun(fs *flag.FlagSet, f *runFlags, args []string, distill bool) (trainer.Config, error) {
+	if err := fs.Parse(args); err != nil {
+		return trainer.Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return trainer.Config{}, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	return f.resolve(distill)
 }
 
 // resolve turns parsed flags into the run's configuration; a resumed run takes its own saved
