@@ -18,6 +18,9 @@ var (
 	// ErrStepAborted wraps a synchronization failure: the step was rolled back, and the run
 	// can continue from Step() once the world is settled (SetWorld, maybe LoadStateBytes).
 	ErrStepAborted = errors.New("trainer: step aborted")
+	// ErrWorldChanged is the cancellation cause a cluster member gives Run's context when the
+	// view ends under it: Run then stops without the checkpoint an interrupt writes.
+	ErrWorldChanged = errors.New("trainer: the world changed")
 )
 
 // Task is the image-to-image problem being trained.

@@ -268,7 +268,10 @@ func (t *Trainer) Run(ctx context.Context) error {
 		t.optG.SetLR(t.cfg.LR * factor)
 		t.optD.SetLR(t.cfg.LR * factor)
 		if err := t.runEpoch(ctx); err != nil {
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			// Interrupted by the user (not by a cluster's view change, which cancels with
+			// ErrWorldChanged as the cause): rank 0 saves the last completed step.
+			userStop := !errors.Is(context.Cause(ctx), ErrWorldChanged)
+			if userStop && t.world.Rank == 0 && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 				t.log.Warn().Int64("step", t.step).Msg("interrupted: writing a checkpoint")
 				if cerr := t.checkpoint(); cerr != nil {
 					return errors.Join(err, cerr)

@@ -285,3 +285,30 @@ func TestLRSchedule(t *testing.T) {
 		}
 	}
 }
+
+func TestInterruptWritesACheckpoint(t *testing.T) {
+	data := writeAligned(t, 6, 32)
+	for _, cause := range []error{context.Canceled, ErrWorldChanged} {
+		dir := t.TempDir()
+		cfg := tinyPix2Pix(data, dir)
+		cfg.CheckpointEvery = 1000
+		ctx, cancel := context.WithCancelCause(context.Background())
+		tr, err := New(cfg, io.Discard, WithObserver(func(r StepReport) {
+			if r.Step == 2 {
+				cancel(cause)
+			}
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		if err := tr.Run(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("cause %v: Run = %v, want context.Canceled", cause, err)
+		}
+		all, _ := listCheckpoints(dir)
+		wantCkpt := cause != ErrWorldChanged // a view change is not an interrupt
+		if got := len(all) == 1 && strings.HasSuffix(all[0], "step-00000002.safetensors"); got != wantCkpt {
+			t.Errorf("cause %v: checkpoints %v, want one at step 2: %v", cause, all, wantCkpt)
+		}
+	}
+}

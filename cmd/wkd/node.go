@@ -352,7 +352,8 @@ func (m *member) waitView(ctx context.Context) (node.View, error) {
 
 // viewContext is cancelled when ctx is, or when the view of generation gen ends.
 func (m *member) viewContext(ctx context.Context, gen uint64) (context.Context, context.CancelFunc) {
-	vctx, cancel := context.WithCancel(ctx)
+	vctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(trainer.ErrWorldChanged) }
 	go func() {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
