@@ -31,7 +31,7 @@ sneaker2boot)
   ;;
 *) echo "unknown dataset $dataset" >&2; exit 2 ;;
 esac
-common=(--data "datasets/$dataset" --norm instance --load-size 32 --crop-size 32 --log-every 100 --checkpoint-every 2000 --quiet --log-format json)
+common=(--overwrite --data "datasets/$dataset" --norm instance --load-size 32 --crop-size 32 --log-every 100 --checkpoint-every 2000 --quiet --log-format json)
 
 t="$out/teacher"
 [ -f "$t/config.json" ] && [ -n "$(ls "$t"/G*.safetensors 2>/dev/null)" ] || \

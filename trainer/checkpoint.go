@@ -57,7 +57,9 @@ func (t *Trainer) checkpoint() error {
 		return err
 	}
 	for len(all) > t.cfg.KeepCheckpoints {
-		os.Remove(all[0])
+		if all[0] != path { // never the one just written, whatever steps an older run left
+			os.Remove(all[0])
+		}
 		all = all[1:]
 	}
 	return nil
@@ -82,7 +84,7 @@ func (t *Trainer) state() (map[string]safetensors.Tensor, map[string]string) {
 			continue
 		}
 		for i, img := range pool.images {
-			tensors[fmt.Sprintf("%s/%03d", name, i)] = safetensors.Tensor{Shape: pool.shape[:], Data: img}
+			tensors[fmt.Sprintf("%s/%06d", name, i)] = safetensors.Tensor{Shape: pool.shape[:], Data: img}
 		}
 	}
 	pos, _ := json.Marshal(t.at)

@@ -320,6 +320,13 @@ func (t *Trainer) runEpoch(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if n := len(t.plan.GlobalBatch(t.at.Epoch, t.at.Pos, t.cfg.BatchSize)); n < t.world.Size {
+			// The epoch's tail has fewer samples than ranks: every rank skips it alike
+			// (DDP's drop_last for that batch); one process would train on it.
+			t.log.Info().Int("epoch", t.at.Epoch).Int("samples", n).Int("world", t.world.Size).Msg("skipping a tail batch smaller than the world")
+			t.at = t.plan.Next(t.at, t.cfg.BatchSize)
+			continue
+		}
 		t0 := time.Now()
 		distributed := t.world.Sync != nil && t.world.Size > 1
 		if distributed {

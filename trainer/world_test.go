@@ -261,3 +261,34 @@ func TestOverlappedBucketsMatchWholeGroupSync(t *testing.T) {
 	whole, buckets := run(false), run(true)
 	sameWeights(t, whole, buckets)
 }
+
+func TestTailSmallerThanTheWorldIsSkipped(t *testing.T) {
+	// 5 images, global batch 2, 2 replicas: each epoch ends with a 1-sample batch that one
+	// rank would get nothing of; both skip it alike and stay identical.
+	data := writeAligned(t, 5, 32)
+	h := newHub(2)
+	trs := make([]*Trainer, 2)
+	var wg sync.WaitGroup
+	for r := range 2 {
+		cfg := tinyPix2Pix(data, t.TempDir())
+		cfg.BatchSize, cfg.MaxSteps = 2, 5 // crosses the first epoch's tail
+		tr, err := New(cfg, io.Discard, WithWorld(World{Rank: r, Size: 2, Sync: h.member(r)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		trs[r] = tr
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := tr.Run(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if trs[0].Step() != 5 {
+		t.Fatalf("step %d, want 5", trs[0].Step())
+	}
+	sameWeights(t, trs[0], trs[1])
+}

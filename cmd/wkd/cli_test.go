@@ -35,6 +35,7 @@ func TestBadFlagsNameTheFlag(t *testing.T) {
 		{"translate input", []string{"translate", "--run", dir}, "--input"},
 		{"bench size", []string{"bench-engine", "--size", "30"}, "--size"},
 		{"node job", []string{"node", "--job", "serve"}, "--job"},
+		{"node min nodes", []string{"node", "--min-nodes", "5", "--batch-size", "2", "--data", dir}, "--min-nodes"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -53,5 +54,29 @@ func TestBadFlagsNameTheFlag(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Error("a failed command created the run folder")
+	}
+}
+
+func TestFreshRunRefusesAFolderWithARun(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "ckpt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, "ckpt", "step-00000008.safetensors")
+	if err := os.WriteFile(old, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := freshRunFolder(dir, false)
+	if err == nil || !strings.Contains(err.Error(), "--resume") || !strings.Contains(err.Error(), "--overwrite") {
+		t.Fatalf("err = %v, want a refusal naming --resume and --overwrite", err)
+	}
+	if _, err := os.Stat(old); err != nil {
+		t.Fatal("the refusal removed the old run")
+	}
+	if err := freshRunFolder(dir, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Error("--overwrite left the old checkpoint")
 	}
 }

@@ -41,7 +41,7 @@ func runDemo(args []string) error {
 	}
 	data := filepath.Join(*datasets, "edges2shoes-mini")
 	features := filepath.Join(*runs, "features.safetensors")
-	common := []string{"--data", data, "--seed", fmt.Sprint(*seed), "--norm", "instance", "--max-samples", fmt.Sprint(*samples),
+	common := []string{"--overwrite", "--data", data, "--seed", fmt.Sprint(*seed), "--norm", "instance", "--max-samples", fmt.Sprint(*samples),
 		"--threads", fmt.Sprint(*threads), "--log-every", "100", "--checkpoint-every", "1000", "--load-size", "32", "--crop-size", "32"}
 	if err := step("dataset: edges2shoes-mini from Fashion-MNIST", func() error {
 		return commands["data"].run([]string{"--name", "edges2shoes-mini", "--source", *source, "--out", *datasets})

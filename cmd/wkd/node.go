@@ -108,6 +108,9 @@ func runNode(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cf.minNodes > cfg.BatchSize {
+		return fmt.Errorf("--min-nodes %d is more than --batch-size %d (the global batch): every node needs a sample", cf.minNodes, cfg.BatchSize)
+	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 
 	token, err := node.LoadToken(cf.natsToken, cf.tokenFile)
@@ -140,7 +143,9 @@ func runNode(args []string) error {
 	if cf.arTimeout > 0 {
 		arCfg.TimeoutTicks = int(cf.arTimeout / arCfg.TickInterval)
 	}
-	ncfg.Name, ncfg.NATSURL, ncfg.MinNodes, ncfg.MaxNodes = cf.name, cf.natsURL, cf.minNodes, cf.maxNodes
+	// A rank needs at least one sample of each global batch: nodes beyond the batch size wait
+	// as spares.
+	ncfg.Name, ncfg.NATSURL, ncfg.MinNodes, ncfg.MaxNodes = cf.name, cf.natsURL, cf.minNodes, min(cf.maxNodes, cfg.BatchSize)
 	ncfg.GossipKeyFile = cf.keyFile
 	if ncfg.BindAddr, ncfg.BindPort, err = splitHostPort(cf.bind); err != nil {
 		return fmt.Errorf("--bind: %w", err)
@@ -181,7 +186,7 @@ func runNode(args []string) error {
 
 	m := &member{n: n, nc: nc, log: log, arCfg: arCfg, prefix: cf.prefix, metrics: metrics}
 	var t *trainer.Trainer
-	t, err = trainer.New(cfg, out, trainer.WithLogFields(map[string]any{"node": cf.name}),
+	t, err = trainer.New(cfg, out, trainer.WithLogFields(map[string]any{"node": cf.name}), trainer.WithOverlap(cf.overlap),
 		trainer.WithObserver(func(r trainer.StepReport) {
 			metrics.ObserveStep(r.Duration, r.Images)
 			for _, l := range r.Losses {

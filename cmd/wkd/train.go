@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ type runFlags struct {
 	quiet      bool
 	noDropout  bool
 	localNodes int
+	overwrite  bool
 }
 
 // presetFor picks the recipe whose defaults the flags start from, by a --model in args.
@@ -133,6 +135,7 @@ func runTrain(name string, args []string) error {
 	f := runFlags{cfg: preset}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	bindRunFlags(fs, &f, distill)
+	fs.BoolVar(&f.overwrite, "overwrite", false, "start afresh in an --out that holds a run: delete its checkpoints, log and weights first")
 	fs.IntVar(&f.localNodes, "local-nodes", 0, "train data-parallel on N node processes on this machine, with an embedded NATS server")
 	fs.Bool("overlap", true, "with --local-nodes: average gradient buckets while backward still runs")
 	fs.Usage = func() {
@@ -150,8 +153,13 @@ func runTrain(name string, args []string) error {
 	if err != nil {
 		return err
 	}
+	if !f.resume && f.resumeFrom == "" {
+		if err := freshRunFolder(cfg.Dir, f.overwrite); err != nil {
+			return err
+		}
+	}
 	if f.localNodes > 0 {
-		return runLocalCluster(name, args, f.localNodes, cfg)
+		return runLocalCluster(name, dropFlag(args, "overwrite"), f.localNodes, cfg)
 	}
 
 	out, err := logWriter(f.logFormat)
@@ -253,8 +261,28 @@ func (f *runFlags) resolve(distill bool) (trainer.Config, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("--resume: %w", err)
 		}
-		saved.MaxSteps, saved.Threads = cfg.MaxSteps, cfg.Threads
+		// The folder is where it is now (it may have been copied or moved since).
+		saved.MaxSteps, saved.Threads, saved.Dir = cfg.MaxSteps, cfg.Threads, cfg.Dir
 		cfg = saved
 	}
 	return cfg, nil
+}
+
+// freshRunFolder refuses to start a new run where one already left checkpoints (its newer
+// step numbers would outlive the new run's, and --resume would pick them up), unless
+// overwrite, which deletes what a run writes there.
+func freshRunFolder(dir string, overwrite bool) error {
+	latest, err := trainer.LatestCheckpoint(dir)
+	if err != nil || latest == "" {
+		return err
+	}
+	if !overwrite {
+		return fmt.Errorf("--out %s already holds a run (%s): continue it with --resume, or start afresh with --overwrite, or choose another --out", dir, latest)
+	}
+	for _, p := range []string{"ckpt", "log.jsonl", "config.json", "G.safetensors", "G_A.safetensors", "G_B.safetensors"} {
+		if err := os.RemoveAll(filepath.Join(dir, p)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -85,6 +85,9 @@ func runTranslate(args []string) error {
 		if err != nil {
 			return err
 		}
+		if _, err := models.CountMACs(spec, x.Shape[2], x.Shape[3]); err != nil {
+			return fmt.Errorf("%s: %w (resize it, or train at a size that fits)", f, err)
+		}
 		y := g.Forward(nil, x, false)
 		name := strings.TrimSuffix(filepath.Base(f), filepath.Ext(f)) + ".png"
 		if err := writeImage(filepath.Join(*out, name), y); err != nil {
