@@ -26,10 +26,12 @@ vet:
 race:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PKGS)
 
-# The test suite: formatting, vet, every package's tests (PyTorch parity included), then the
-# concurrent packages again under the race detector.
+# The test suite: formatting, vet, every package's tests (PyTorch parity included), the
+# cluster tests with real processes on their own (their timing bounds want the cores), then
+# the concurrent packages again under the race detector.
 test: deps fmt-check vet
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v /cluster_test)
+	$(GO) test -count=1 -timeout 10m ./cluster_test/
 	$(MAKE) race
 
 bench: bench-engine bench-allreduce
