@@ -294,3 +294,38 @@ func (a *Adam) SetState(state map[string][]float32) error {
 	}
 	return nil
 }
+
+// AdamSnapshot holds an Adam's state for an in-memory rollback; its buffers are reused by
+// every SaveTo, so saving before each step allocates nothing once warm.
+type AdamSnapshot struct {
+	steps     int
+	paramStep []int
+	m, v      [][]float32
+}
+
+// SaveTo copies the optimizer's state (moments and step counts) into s.
+func (a *Adam) SaveTo(s *AdamSnapshot) {
+	s.steps = a.steps
+	s.paramStep = s.paramStep[:0]
+	for i := len(s.m); i < len(a.params); i++ {
+		s.m, s.v = append(s.m, nil), append(s.v, nil)
+	}
+	for i, p := range a.params {
+		s.paramStep = append(s.paramStep, p.step)
+		s.m[i] = append(s.m[i][:0], p.m...)
+		s.v[i] = append(s.v[i][:0], p.v...)
+	}
+}
+
+// RestoreFrom puts back what SaveTo saved (from this same optimizer).
+func (a *Adam) RestoreFrom(s *AdamSnapshot) {
+	if len(s.paramStep) != len(a.params) {
+		panic("ops: Adam.RestoreFrom: snapshot of another optimizer")
+	}
+	a.steps = s.steps
+	for i := range a.params {
+		a.params[i].step = s.paramStep[i]
+		copy(a.params[i].m, s.m[i])
+		copy(a.params[i].v, s.v[i])
+	}
+}

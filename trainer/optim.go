@@ -75,3 +75,19 @@ func (o *optimizer) SetState(s map[string][]float32) error {
 	}
 	return nil
 }
+
+// saveTo and restoreFrom keep an in-memory copy of every Adam's state (rollback).
+func (o *optimizer) saveTo(s *[]ops.AdamSnapshot) {
+	for len(*s) < len(o.adams) {
+		*s = append(*s, ops.AdamSnapshot{})
+	}
+	for i, a := range o.adams {
+		a.SaveTo(&(*s)[i])
+	}
+}
+
+func (o *optimizer) restoreFrom(s []ops.AdamSnapshot) {
+	for i, a := range o.adams {
+		a.RestoreFrom(&s[i])
+	}
+}

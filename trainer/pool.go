@@ -9,6 +9,38 @@ type ImagePool struct {
 	size   int
 	images [][]float32 // each one image (C, H, W)
 	shape  [3]int
+	// An undo journal since mark(), so a replica can roll an abandoned step back without
+	// copying the whole pool every step: the pool's length then, and each replaced image.
+	marked  bool
+	markLen int
+	journal []poolEdit
+}
+
+type poolEdit struct {
+	k   int
+	old []float32
+}
+
+// mark starts a new undo journal.
+func (p *ImagePool) mark() {
+	p.marked, p.markLen = true, len(p.images)
+	for i := range p.journal {
+		p.journal[i].old = nil
+	}
+	p.journal = p.journal[:0]
+}
+
+// rollback undoes every Query since mark.
+func (p *ImagePool) rollback() {
+	if !p.marked {
+		return
+	}
+	for i := len(p.journal) - 1; i >= 0; i-- {
+		e := p.journal[i]
+		copy(p.images[e.k], e.old)
+	}
+	p.images = p.images[:p.markLen]
+	p.mark()
 }
 
 // NewImagePool returns an empty pool of the given capacity; 0 disables it.
@@ -35,6 +67,9 @@ func (p *ImagePool) Query(tp *ops.Tape, fake *ops.Tensor, rng *ops.RNG) *ops.Ten
 		if rng.Float32() > 0.5 {
 			k := rng.IntN(p.size)
 			copy(dst, p.images[k])
+			if p.marked {
+				p.journal = append(p.journal, poolEdit{k, append([]float32(nil), p.images[k]...)})
+			}
 			copy(p.images[k], img)
 		} else {
 			copy(dst, img)

@@ -1,19 +1,17 @@
 package trainer
 
 import (
-	"slices"
-
+	"wkd/ops"
 	"wkd/sharding"
 )
 
 // snapshot is the training state before the step in flight of a multi-replica run, kept in
-// memory so an abandoned step can be undone: plain copies into buffers reused every step, no
-// encoding or hashing (a checkpoint's job).
+// memory so an abandoned step can be undone: plain copies into buffers reused every step (the
+// image pools keep an undo journal instead), no encoding or hashing (a checkpoint's job).
 type snapshot struct {
 	nets       [][]float32 // every network's state tensors, in nets() order
-	optG, optD map[string][]float32
+	optG, optD []ops.AdamSnapshot
 	rng        []byte
-	pools      [2][][]float32
 	step       int64
 	at         sharding.Position
 }
@@ -30,14 +28,12 @@ func (t *Trainer) saveSnapshot() {
 			i++
 		}
 	}
-	s.optG, s.optD = t.optG.State(), t.optD.State()
+	t.optG.saveTo(&s.optG)
+	t.optD.saveTo(&s.optD)
 	s.rng = append(s.rng[:0], t.rng.State()...)
-	for k, pool := range []*ImagePool{t.poolA, t.poolB} {
-		s.pools[k] = s.pools[k][:0]
+	for _, pool := range []*ImagePool{t.poolA, t.poolB} {
 		if pool != nil {
-			for _, img := range pool.images {
-				s.pools[k] = append(s.pools[k], slices.Clone(img))
-			}
+			pool.mark()
 		}
 	}
 	s.step, s.at = t.step, t.at
@@ -53,19 +49,14 @@ func (t *Trainer) restoreSnapshot() error {
 			i++
 		}
 	}
-	if err := t.optG.SetState(s.optG); err != nil {
-		return err
-	}
-	if err := t.optD.SetState(s.optD); err != nil {
-		return err
-	}
+	t.optG.restoreFrom(s.optG)
+	t.optD.restoreFrom(s.optD)
 	if err := t.rng.SetState(s.rng); err != nil {
 		return err
 	}
-	for k, pool := range []*ImagePool{t.poolA, t.poolB} {
+	for _, pool := range []*ImagePool{t.poolA, t.poolB} {
 		if pool != nil {
-			pool.images = s.pools[k]
-			s.pools[k] = nil // the pool owns these now
+			pool.rollback()
 		}
 	}
 	t.step, t.at = s.step, s.at

@@ -1,0 +1,42 @@
+package trainer
+
+import (
+	"slices"
+	"testing"
+
+	"wkd/ops"
+)
+
+func TestPoolRollbackUndoesQueries(t *testing.T) {
+	p := NewImagePool(3)
+	rng := ops.NewRNG(5)
+	batch := func(v float32) *ops.Tensor {
+		x := ops.New(2, 1, 2, 2)
+		for i := range x.Data {
+			x.Data[i] = v + float32(i)
+		}
+		return x
+	}
+	p.Query(nil, batch(0), rng)
+	p.Query(nil, batch(10), rng) // 4 offered: the pool is full at 3, then swaps begin
+	before := make([][]float32, len(p.images))
+	for i, img := range p.images {
+		before[i] = slices.Clone(img)
+	}
+	p.mark()
+	for k := range 6 {
+		p.Query(nil, batch(float32(100*(k+1))), rng)
+	}
+	if len(p.journal) == 0 {
+		t.Fatal("six full-pool queries swapped nothing: the test does not exercise the journal")
+	}
+	p.rollback()
+	if len(p.images) != len(before) {
+		t.Fatalf("%d images after rollback, want %d", len(p.images), len(before))
+	}
+	for i := range before {
+		if !slices.Equal(p.images[i], before[i]) {
+			t.Fatalf("image %d differs after rollback", i)
+		}
+	}
+}
