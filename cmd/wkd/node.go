@@ -94,12 +94,10 @@ func runNode(args []string) error {
 		return fmt.Errorf("--job %q: use train or distill", job)
 	}
 	distill := job == "distill"
-	preset, err := presetFor(args)
+	f, err := newRunFlags(args, distill)
 	if err != nil {
 		return err
 	}
-	applySmallDefaults(&preset, distill)
-	f := runFlags{cfg: preset}
 	var cf clusterFlags
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	bindRunFlags(fs, &f, distill)

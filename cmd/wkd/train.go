@@ -127,12 +127,10 @@ func floatSetter(dst *float32) func(string) error {
 
 func runTrain(name string, args []string) error {
 	distill := name == "distill"
-	preset, err := presetFor(args)
+	f, err := newRunFlags(args, distill)
 	if err != nil {
 		return err
 	}
-	applySmallDefaults(&preset, distill)
-	f := runFlags{cfg: preset}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	bindRunFlags(fs, &f, distill)
 	fs.BoolVar(&f.overwrite, "overwrite", false, "start afresh in an --out that holds a run: delete its checkpoints, log and weights first")
@@ -212,6 +210,16 @@ func logWriter(format string) (io.Writer, error) {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// newRunFlags starts a run's flags from the recipe --model names, with the small-image defaults.
+func newRunFlags(args []string, distill bool) (runFlags, error) {
+	preset, err := presetFor(args)
+	if err != nil {
+		return runFlags{}, err
+	}
+	applySmallDefaults(&preset, distill)
+	return runFlags{cfg: preset}, nil
 }
 
 // applySmallDefaults sets the defaults for the built-in 32x32 datasets. The reference's
