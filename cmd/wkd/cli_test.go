@@ -80,3 +80,16 @@ func TestFreshRunRefusesAFolderWithARun(t *testing.T) {
 		t.Error("--overwrite left the old checkpoint")
 	}
 }
+
+// TestHelpExitsZero: -h on every command prints its flags and is not an error.
+func TestHelpExitsZero(t *testing.T) {
+	for name, c := range commands {
+		if code := exitCode(c, []string{"-h"}); code != 0 {
+			t.Errorf("wkd %s -h: exit status %d, want 0", name, code)
+		}
+	}
+	failing := command{name: "x", run: func([]string) error { return os.ErrNotExist }}
+	if code := exitCode(failing, nil); code != 1 {
+		t.Errorf("a failing command: exit status %d, want 1", code)
+	}
+}

@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -54,8 +56,16 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
-	if err := c.run(os.Args[2:]); err != nil {
-		fmt.Fprintf(os.Stderr, "wkd %s: %v\n", c.name, err)
-		os.Exit(1)
+	os.Exit(exitCode(c, os.Args[2:]))
+}
+
+// exitCode runs c and turns its error into an exit status: 0 for success and for -h (the flag
+// set already printed the usage), 1 with the error on stderr otherwise.
+func exitCode(c command, args []string) int {
+	err := c.run(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
+	fmt.Fprintf(os.Stderr, "wkd %s: %v\n", c.name, err)
+	return 1
 }
