@@ -19,7 +19,8 @@ type BucketSync interface {
 
 // bucketFloats is the size a bucket is filled to before it is handed over: large enough that
 // per-message costs vanish, small enough that the first bucket leaves early in backward.
-const bucketFloats = 256 << 10 // 1 MiB
+// A variable so that tests can make buckets small enough to split tiny networks.
+var bucketFloats = 256 << 10 // 1 MiB
 
 // overlap sends one parameter group's gradients bucket by bucket during backward. Each
 // parameter's readiness hook (ops.Tensor.SetGradReady) copies its weighted gradient into its
