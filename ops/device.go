@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sort"
 	"sync"
 )
 
@@ -140,18 +139,6 @@ func RegisterDevice(name string, open func(ordinal int) (Device, error)) {
 	backends[name] = open
 }
 
-// DeviceBackends lists the registered backends.
-func DeviceBackends() []string {
-	backendsMu.Lock()
-	defer backendsMu.Unlock()
-	var names []string
-	for n := range backends {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
 // OpenDevice opens device ordinal of the named backend; ErrNoBackend when this build has none.
 func OpenDevice(name string, ordinal int) (Device, error) {
 	backendsMu.Lock()
@@ -175,7 +162,7 @@ func NewOn(d Device, shape ...int) *Tensor {
 	if d == nil {
 		return New(shape...)
 	}
-	t := &Tensor{Shape: append([]int(nil), shape...), dev: d}
+	t := &Tensor{Shape: append([]int(nil), shape...), dev: d, dmemCollected: true}
 	t.dmem = devAlloc(d, numel(shape))
 	freeWhenUnreachable(t, d, t.dmem)
 	return t
@@ -199,11 +186,13 @@ func (t *Tensor) MoveTo(d Device) {
 			grad = make([]float32, n)
 			t.dev.Download(grad, t.gbuf())
 		}
-		t.dev.Free(t.dmem)
+		if !t.dmemCollected {
+			t.dev.Free(t.dmem)
+		}
 		if t.dgradKeep != nil {
 			t.dev.Free(t.dgradKeep)
 		}
-		t.dev, t.dmem, t.dgrad, t.dgradKeep = nil, nil, nil, nil
+		t.dev, t.dmem, t.dgrad, t.dgradKeep, t.dmemCollected = nil, nil, nil, nil, false
 		t.Data, t.Grad = data, grad
 		return
 	}
@@ -298,20 +287,6 @@ func CopyRange(dst *Tensor, dOff int, src *Tensor, sOff, n int) {
 		dst.dev.Upload(Buf{dst.dmem, dOff, []int{n}}, src.Data[sOff:sOff+n])
 	default:
 		dst.dev.Copy(Buf{dst.dmem, dOff, []int{n}}, Buf{src.dmem, sOff, []int{n}})
-	}
-}
-
-// ScaleGradInPlace multiplies the gradient by s (a rank's share weight).
-func (t *Tensor) ScaleGradInPlace(s float32) {
-	if t.dev == nil {
-		for i := range t.Grad {
-			t.Grad[i] *= s
-		}
-		return
-	}
-	if t.dgrad != nil {
-		g := t.gbuf()
-		t.dev.Scale(g, g, s)
 	}
 }
 

@@ -170,7 +170,11 @@ func (tp *Tape) BackwardFrom() {
 func (tp *Tape) Detach(x *Tensor) *Tensor {
 	if x.dev != nil {
 		if tp == nil {
-			return &Tensor{Shape: append([]int(nil), x.Shape...), dev: x.dev, dmem: x.dmem}
+			// A copy, not a view: a header sharing x's memory would not keep x (whose
+			// collection frees that memory) alive.
+			c := NewLike(x)
+			CopyData(c, x)
+			return c
 		}
 		return tp.devView(x)
 	}

@@ -29,6 +29,8 @@ type Tensor struct {
 	dgrad     DeviceMem
 	dgradOff  int
 	dgradKeep DeviceMem
+	// dmemCollected: dmem is freed by the collector's cleanup (NewOn), never explicitly.
+	dmemCollected bool
 }
 
 // SetGradReady registers fn to run during a backward pass as soon as this tensor's gradient is
