@@ -59,13 +59,13 @@ cuda-check:
 	CGO_ENABLED=0 $(GO) test -count=1 ./ops/cuda/...
 	CGO_ENABLED=1 $(GO) vet -tags cudaemu $(CUDA_PKGS)
 	CGO_ENABLED=1 $(GO) test -count=1 -tags cudaemu ./ops/cuda/...
-	CGO_ENABLED=1 $(GO) test -count=1 -tags cudaemu -run Device ./models ./trainer
+	CGO_ENABLED=1 $(GO) test -count=1 -tags cudaemu -run Device ./models ./trainer ./cmd/wkd
 	bash -c 'set -e; eval "$$(bash scripts/cuda-deps.sh)"; \
 	  $(GO) vet -tags cuda $(CUDA_PKGS); $(GO) build -tags cuda ./ops/cuda/...; \
 	  tmp=$$(mktemp -d); $(GO) build -tags cuda -o $$tmp/wkd ./cmd/wkd; \
 	  $(GO) build -o $$tmp/gpuexec ./ops/cuda/gpuexec; \
 	  $(GO) test -count=1 -tags cuda -exec $$tmp/gpuexec -run . ./ops/cuda/...; \
-	  $(GO) test -count=1 -tags cuda -exec $$tmp/gpuexec -run Device ./models ./trainer'
+	  $(GO) test -count=1 -tags cuda -exec $$tmp/gpuexec -run Device ./models ./trainer ./cmd/wkd'
 
 # On a GPU machine: build with -tags cuda, parity tests, distillation step against PyTorch.
 device-check:

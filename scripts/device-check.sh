@@ -73,13 +73,13 @@ fi
 grep -q '^PASS' "$work/test.log" || die "parity tests failed (full log above)"
 
 log "device tests: models and trainer on --device cuda against cpu"
-go test -tags cuda -c -o "$work/models.test" ./models
-go test -tags cuda -c -o "$work/trainer.test" ./trainer
-for pkg in models trainer; do
-  (cd "$pkg" && timeout 150 "$work/$pkg.test" -test.count=1 -test.v -test.run 'Device' -test.timeout 140s) |
-    tee "$work/$pkg.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|worst|synchronizer calls|differs' || true
-  grep -q -- '--- SKIP' "$work/$pkg.log" && die "$pkg device tests skipped: $(grep -m1 -- '--- SKIP' "$work/$pkg.log")"
-  grep -q '^PASS' "$work/$pkg.log" || die "$pkg device tests failed (log above)"
+for pkg in models trainer cmd/wkd; do
+  bin="$work/$(basename "$pkg").test"
+  go test -tags cuda -c -o "$bin" "./$pkg"
+  (cd "$pkg" && timeout 120 "$bin" -test.count=1 -test.v -test.run 'Device' -test.timeout 110s) |
+    tee "$bin.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|worst|synchronizer calls|differs' || true
+  grep -q -- '--- SKIP' "$bin.log" && die "$pkg device tests skipped: $(grep -m1 -- '--- SKIP' "$bin.log")"
+  grep -q '^PASS' "$bin.log" || die "$pkg device tests failed (log above)"
 done
 log "device tests passed at $((SECONDS - t0)) s"
 

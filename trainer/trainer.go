@@ -141,7 +141,7 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 		ops.SetThreads(cfg.Threads)
 	}
 	if cfg.Device == DeviceCUDA {
-		d, err := openCUDA()
+		d, err := OpenDevice(cfg.Device)
 		if err != nil {
 			return nil, err
 		}
@@ -518,8 +518,17 @@ func value(t *ops.Tensor) float64 {
 	return float64(v[0])
 }
 
-// openCUDA opens GPU 0 for --device cuda, or says how to get a binary that can.
-func openCUDA() (ops.Device, error) {
+// OpenDevice opens what a --device flag names: nil for cpu (or ""), GPU 0 for cuda, or an
+// error that names the flag and, in a build without CUDA, says how to get one. The device
+// belongs to the calling goroutine (see Config.Device).
+func OpenDevice(name string) (ops.Device, error) {
+	switch name {
+	case "", DeviceCPU:
+		return nil, nil
+	case DeviceCUDA:
+	default:
+		return nil, fmt.Errorf("%w: --device %q: use cpu or cuda", ErrConfig, name)
+	}
 	d, err := ops.OpenDevice(DeviceCUDA, 0)
 	if errors.Is(err, ops.ErrNoBackend) {
 		return nil, fmt.Errorf("%w: --device cuda: this binary was built without CUDA; build it with `go build -tags cuda ./cmd/wkd` on a machine with the CUDA toolkit (or eval \"$(bash scripts/cuda-deps.sh)\" first; see the Makefile's cuda-check)", ErrConfig)

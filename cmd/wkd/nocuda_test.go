@@ -23,4 +23,8 @@ func TestDeviceCUDANeedsTheCUDABuild(t *testing.T) {
 	if _, err := os.Stat(out); err == nil {
 		t.Error("a refused run created its run folder")
 	}
+	err := commands["translate"].run([]string{"--device", "cuda", "--weights", "g.safetensors", "--input", dir})
+	if err == nil || !strings.Contains(err.Error(), "--device cuda") {
+		t.Errorf("wkd translate --device cuda: %v; want an error naming --device cuda", err)
+	}
 }
