@@ -463,10 +463,8 @@ func (t *Trainer) syncBuffers(rep *StepReport) error {
 		return nil
 	}
 	t.syncBufs = t.syncBufs[:0]
-	var bufs []*ops.Tensor
 	for _, n := range t.nets() {
 		for _, b := range n.net.Buffers() {
-			bufs = append(bufs, b)
 			if t.dev == nil {
 				t.syncBufs = append(t.syncBufs, b.Data)
 				continue
@@ -487,8 +485,12 @@ func (t *Trainer) syncBuffers(rep *StepReport) error {
 	t0 := time.Now()
 	err := t.world.Sync.Average(t.syncBufs)
 	if err == nil && t.dev != nil {
-		for i, b := range bufs {
-			b.CopyFromHost(t.syncBufs[i])
+		i := 0
+		for _, n := range t.nets() {
+			for _, b := range n.net.Buffers() {
+				b.CopyFromHost(t.syncBufs[i])
+				i++
+			}
 		}
 	}
 	rep.SyncTime += time.Since(t0)
