@@ -122,7 +122,8 @@ func Init(m Module, rng *ops.RNG) {
 
 // MoveTo moves every state tensor of m (parameters with their gradient buffers, and BatchNorm's
 // running statistics) to device d, or back to the host for nil. Forward then runs where the
-// network is; its input must be there too.
+// network is; its input must be there too. Move a network before making its optimizer, whose
+// moments are made where the parameters are.
 func MoveTo(m Module, d ops.Device) {
 	for _, t := range m.State() {
 		t.MoveTo(d)
