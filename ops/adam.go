@@ -1,15 +1,11 @@
 package ops
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 )
-
-// ErrOptimizerState: a checkpoint's optimizer state does not fit this optimizer's parameters.
-var ErrOptimizerState = errors.New("ops: optimizer state does not fit the parameters")
 
 // AdamConfig holds Adam's hyper-parameters, with torch.optim.Adam's meaning.
 type AdamConfig struct {

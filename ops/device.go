@@ -1,7 +1,6 @@
 package ops
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -122,9 +121,6 @@ type Device interface {
 
 	AdamUpdate(p, g, m, v Buf, a AdamArgs)
 }
-
-// ErrNoBackend: the device backend asked for is not in this build.
-var ErrNoBackend = errors.New("ops: no such device backend in this build")
 
 var (
 	backendsMu sync.Mutex
