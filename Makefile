@@ -50,17 +50,22 @@ demo: deps build
 	$(BIN) demo
 
 # The CUDA backend: the committed PTX is current; every kernel matches the CPU ops under the
-# cudaemu emulator (the .cu sources compiled as C++); and the real `cuda` build compiles, with
-# headers and stub libraries from Debian's non-free packages in .cuda/. Its tests report
-# themselves skipped where no GPU answers (ops/cuda/gpuexec).
+# cudaemu emulator (the .cu sources compiled as C++); the models and the trainer run the same
+# step and the same distillation on --device cuda as on cpu (the Device tests); and the real
+# `cuda` build compiles, binary included, with headers and stub libraries from Debian's non-free
+# packages in .cuda/. Its tests report themselves skipped where no GPU answers (ops/cuda/gpuexec).
+CUDA_PKGS := ./ops/cuda/... ./models ./trainer ./cmd/wkd
 cuda-check:
 	CGO_ENABLED=0 $(GO) test -count=1 ./ops/cuda/...
-	CGO_ENABLED=1 $(GO) vet -tags cudaemu ./ops/cuda/...
+	CGO_ENABLED=1 $(GO) vet -tags cudaemu $(CUDA_PKGS)
 	CGO_ENABLED=1 $(GO) test -count=1 -tags cudaemu ./ops/cuda/...
+	CGO_ENABLED=1 $(GO) test -count=1 -tags cudaemu -run Device ./models ./trainer ./cmd/wkd
 	bash -c 'set -e; eval "$$(bash scripts/cuda-deps.sh)"; \
-	  $(GO) vet -tags cuda ./ops/cuda/...; $(GO) build -tags cuda ./ops/cuda/...; \
-	  tmp=$$(mktemp -d); $(GO) build -o $$tmp/gpuexec ./ops/cuda/gpuexec; \
-	  $(GO) test -count=1 -tags cuda -exec $$tmp/gpuexec -run . ./ops/cuda/...'
+	  $(GO) vet -tags cuda $(CUDA_PKGS); $(GO) build -tags cuda ./ops/cuda/...; \
+	  tmp=$$(mktemp -d); $(GO) build -tags cuda -o $$tmp/wkd ./cmd/wkd; \
+	  $(GO) build -o $$tmp/gpuexec ./ops/cuda/gpuexec; \
+	  $(GO) test -count=1 -tags cuda -exec $$tmp/gpuexec -run . ./ops/cuda/...; \
+	  $(GO) test -count=1 -tags cuda -exec $$tmp/gpuexec -run Device ./models ./trainer ./cmd/wkd'
 
 # On a GPU machine: build with -tags cuda, parity tests, distillation step against PyTorch.
 device-check:

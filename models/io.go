@@ -18,7 +18,7 @@ const metaSpec = "wkd.spec"
 func Save(path string, m Module, meta map[string]string) error {
 	tensors := make(map[string]safetensors.Tensor, len(m.State()))
 	for _, t := range m.State() {
-		tensors[t.Name] = safetensors.Tensor{Shape: t.Shape, Data: t.Data}
+		tensors[t.Name] = safetensors.Tensor{Shape: t.Shape, Data: t.HostData()}
 	}
 	all := map[string]string{metaSpec: m.Spec().String()}
 	maps.Copy(all, meta)
@@ -49,7 +49,7 @@ func Load(path string, m Module) (meta map[string]string, err error) {
 		}
 	}
 	for _, t := range m.State() {
-		copy(t.Data, tensors[t.Name].Data)
+		t.CopyFromHost(tensors[t.Name].Data)
 	}
 	return meta, nil
 }

@@ -113,7 +113,29 @@ func (n *network) Forward(tp *ops.Tape, x *ops.Tensor, train bool) *ops.Tensor {
 // weights from N(1, 0.02), biases 0, running mean 0 and variance 1. Draws follow state_dict
 // order, so one seed gives one network.
 func Init(m Module, rng *ops.RNG) {
+	// The draws are the host's; a network on a device is initialized there and moved back.
+	d := Device(m)
+	MoveTo(m, nil)
 	m.(*network).root.init(rng)
+	MoveTo(m, d)
+}
+
+// MoveTo moves every state tensor of m (parameters with their gradient buffers, and BatchNorm's
+// running statistics) to device d, or back to the host for nil. Forward then runs where the
+// network is; its input must be there too. Move a network before making its optimizer, whose
+// moments are made where the parameters are.
+func MoveTo(m Module, d ops.Device) {
+	for _, t := range m.State() {
+		t.MoveTo(d)
+	}
+}
+
+// Device is where m's tensors live (nil: the host).
+func Device(m Module) ops.Device {
+	if s := m.State(); len(s) > 0 {
+		return s[0].Device()
+	}
+	return nil
 }
 
 // CountParams is the number of trainable values (the reference's print_network figure).

@@ -8,6 +8,9 @@ import "math"
 // ReLU returns max(x, 0). Its gradient at 0 is 0, as in PyTorch.
 // x: any shape -> that shape
 func ReLU(tp *Tape, x *Tensor) *Tensor {
+	if x.dev != nil {
+		return devActivation(tp, x.dev, x, actDevReLU, 0)
+	}
 	out := tp.alloc(x.Shape...)
 	ewRun(reluLoop, out.Data, x.Data, nil, 0, 0)
 	if tp.needs(x) {
@@ -46,6 +49,9 @@ func notPositive(v float32) uint32 {
 // the reference's discriminators use 0.2). Its gradient at 0 is slope, as in PyTorch.
 // x: any shape -> that shape
 func LeakyReLU(tp *Tape, x *Tensor, slope float32) *Tensor {
+	if x.dev != nil {
+		return devActivation(tp, x.dev, x, actDevLeaky, slope)
+	}
 	out := tp.alloc(x.Shape...)
 	ewRun(leakyLoop, out.Data, x.Data, nil, slope, 0)
 	if tp.needs(x) {
@@ -81,6 +87,9 @@ func leakyBackLoop(dst, g, x []float32, slope, _ float32) {
 // Tanh returns tanh(x).
 // x: any shape -> that shape
 func Tanh(tp *Tape, x *Tensor) *Tensor {
+	if x.dev != nil {
+		return devActivation(tp, x.dev, x, actDevTanh, 0)
+	}
 	out := tp.alloc(x.Shape...)
 	ewRun(tanhLoop, out.Data, x.Data, nil, 0, 0)
 	if tp.needs(x) {
@@ -112,6 +121,9 @@ func tanhBackLoop(dst, g, y []float32, _, _ float32) {
 // Sigmoid returns 1 / (1 + exp(-x)).
 // x: any shape -> that shape
 func Sigmoid(tp *Tape, x *Tensor) *Tensor {
+	if x.dev != nil {
+		return devActivation(tp, x.dev, x, actDevSigmoid, 0)
+	}
 	out := tp.alloc(x.Shape...)
 	ewRun(sigmoidLoop, out.Data, x.Data, nil, 0, 0)
 	if tp.needs(x) {

@@ -1,15 +1,11 @@
 package ops
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 )
-
-// ErrOptimizerState: a checkpoint's optimizer state does not fit this optimizer's parameters.
-var ErrOptimizerState = errors.New("ops: optimizer state does not fit the parameters")
 
 // AdamConfig holds Adam's hyper-parameters, with torch.optim.Adam's meaning.
 type AdamConfig struct {
@@ -92,7 +88,53 @@ type adamParam struct {
 	p    *Tensor
 	name string
 	m, v []float32 // exp_avg, exp_avg_sq
-	step int
+	// On a device parameter the moments live on its device instead (m, v are nil).
+	dm, dv DeviceMem
+	step   int
+}
+
+// moment i (0: exp_avg, 1: exp_avg_sq) as a device operand.
+func (st *adamParam) moment(i int) Buf {
+	if i == 0 {
+		return Buf{Mem: st.dm, Shape: st.p.Shape}
+	}
+	return Buf{Mem: st.dv, Shape: st.p.Shape}
+}
+
+// readMoments copies the moments to the host, into m and v grown as needed.
+func (st *adamParam) readMoments(m, v []float32) ([]float32, []float32) {
+	n := st.p.Numel()
+	m, v = append(m[:0], make([]float32, n)...), append(v[:0], make([]float32, n)...)
+	if st.dm == nil {
+		copy(m, st.m)
+		copy(v, st.v)
+		return m, v
+	}
+	st.p.dev.Download(m, st.moment(0))
+	st.p.dev.Download(v, st.moment(1))
+	return m, v
+}
+
+// writeMoments sets the moments from host values (nil: zeros).
+func (st *adamParam) writeMoments(m, v []float32) {
+	if st.dm == nil {
+		if m == nil {
+			clear(st.m)
+			clear(st.v)
+			return
+		}
+		copy(st.m, m)
+		copy(st.v, v)
+		return
+	}
+	d := st.p.dev
+	if m == nil {
+		d.Zero(st.moment(0))
+		d.Zero(st.moment(1))
+		return
+	}
+	d.Upload(st.moment(0), m)
+	d.Upload(st.moment(1), v)
 }
 
 // NewAdam returns an optimizer over the groups' parameters. Parameter names key the checkpoint
@@ -119,6 +161,10 @@ func NewAdam(groups []ParamGroup, cfg AdamConfig) *Adam {
 			}
 			a.byName[name] = len(a.params)
 			n := p.Numel()
+			if p.dev != nil {
+				a.params = append(a.params, adamParam{p: p, name: name, dm: devAlloc(p.dev, n), dv: devAlloc(p.dev, n)})
+				continue
+			}
 			a.params = append(a.params, adamParam{p: p, name: name, m: make([]float32, n), v: make([]float32, n)})
 		}
 		ag.hi = len(a.params)
@@ -146,7 +192,7 @@ func (a *Adam) Step() {
 		lr := g.lr64
 		for i := g.lo; i < g.hi; i++ {
 			st := &a.params[i]
-			if st.p.Grad == nil {
+			if !st.p.HasGrad() {
 				continue
 			}
 			st.step++
@@ -154,6 +200,11 @@ func (a *Adam) Step() {
 			bc1, bc2 := 1-math.Pow(b1, t), 1-math.Pow(b2, t)
 			j.negStep = float32(-lr / bc1)
 			j.bc2sqrt = float32(math.Sqrt(bc2))
+			if d := st.p.dev; d != nil {
+				d.AdamUpdate(st.p.buf(), st.p.gbuf(), st.moment(0), st.moment(1), AdamArgs{B1: j.b1, B2: j.b2,
+					C1: j.c1, C2: j.c2, Eps: j.eps, WeightDecay: j.wd, NegStep: j.negStep, BC2Sqrt: j.bc2sqrt})
+				continue
+			}
 			j.p, j.g, j.m, j.v = st.p.Data, st.p.Grad, st.m, st.v
 			if n := len(j.p); n >= adamParallelMin {
 				ParallelFor(n, adamGrain, j)
@@ -240,8 +291,7 @@ func (a *Adam) State() map[string][]float32 {
 			continue
 		}
 		out["step/"+st.name] = []float32{float32(st.step)}
-		out["exp_avg/"+st.name] = append([]float32(nil), st.m...)
-		out["exp_avg_sq/"+st.name] = append([]float32(nil), st.v...)
+		out["exp_avg/"+st.name], out["exp_avg_sq/"+st.name] = st.readMoments(nil, nil)
 	}
 	return out
 }
@@ -256,7 +306,7 @@ func (a *Adam) SetState(state map[string][]float32) error {
 		if !ok || !known {
 			return fmt.Errorf("%w: %q names no parameter of this optimizer (was the checkpoint made for another model?)", ErrOptimizerState, key)
 		}
-		want := len(a.params[i].m)
+		want := a.params[i].p.Numel()
 		switch kind {
 		case "step":
 			if len(val) != 1 || val[0] < 1 || val[0] != float32(int(val[0])) {
@@ -284,12 +334,10 @@ func (a *Adam) SetState(state map[string][]float32) error {
 		st := &a.params[i]
 		st.step = steps[i]
 		if st.step == 0 {
-			clear(st.m)
-			clear(st.v)
+			st.writeMoments(nil, nil)
 			continue
 		}
-		copy(st.m, state["exp_avg/"+st.name])
-		copy(st.v, state["exp_avg_sq/"+st.name])
+		st.writeMoments(state["exp_avg/"+st.name], state["exp_avg_sq/"+st.name])
 		a.steps = max(a.steps, st.step)
 	}
 	return nil
@@ -312,6 +360,10 @@ func (a *Adam) SaveTo(s *AdamSnapshot) {
 	}
 	for i, p := range a.params {
 		s.paramStep = append(s.paramStep, p.step)
+		if p.dm != nil {
+			s.m[i], s.v[i] = p.readMoments(s.m[i], s.v[i])
+			continue
+		}
 		s.m[i] = append(s.m[i][:0], p.m...)
 		s.v[i] = append(s.v[i][:0], p.v...)
 	}
@@ -325,7 +377,6 @@ func (a *Adam) RestoreFrom(s *AdamSnapshot) {
 	a.steps = s.steps
 	for i := range a.params {
 		a.params[i].step = s.paramStep[i]
-		copy(a.params[i].m, s.m[i])
-		copy(a.params[i].v, s.v[i])
+		a.params[i].writeMoments(s.m[i], s.v[i])
 	}
 }

@@ -10,6 +10,11 @@ type Arena struct {
 	// slot never ends up pointing at another slot's buffer.
 	views    []*Tensor
 	nextView int
+	// The same for device tensors: slots keep their device memory across steps.
+	devSlots    []*Tensor
+	nextDev     int
+	devViews    []*Tensor
+	nextDevView int
 }
 
 // Get returns a tensor of the given shape whose data is NOT cleared: ops that write every
@@ -44,7 +49,51 @@ func (a *Arena) Zeros(shape ...int) *Tensor {
 
 // Reset makes every tensor handed out since the last Reset available again. Tensors from
 // before the Reset must not be used after it.
-func (a *Arena) Reset() { a.next, a.nextView = 0, 0 }
+func (a *Arena) Reset() { a.next, a.nextView, a.nextDev, a.nextDevView = 0, 0, 0, 0 }
+
+// getDev is Get for a tensor on device d.
+func (a *Arena) getDev(d Device, shape ...int) *Tensor {
+	n := numel(shape)
+	var t *Tensor
+	if a.nextDev < len(a.devSlots) {
+		t = a.devSlots[a.nextDev]
+	} else {
+		t = &Tensor{}
+		a.devSlots = append(a.devSlots, t)
+	}
+	a.nextDev++
+	if t.dev != d || t.dmem == nil || t.dmem.Len() < n {
+		if t.dmem != nil {
+			t.dev.Free(t.dmem)
+		}
+		if t.dgradKeep != nil {
+			t.dev.Free(t.dgradKeep)
+			t.dgradKeep = nil
+		}
+		t.dev, t.dmem = d, devAlloc(d, n)
+	}
+	t.Shape = append(t.Shape[:0], shape...)
+	t.dgrad, t.dgradOff = nil, 0
+	t.Name = ""
+	t.requiresGrad = false
+	return t
+}
+
+// devView is a header over x's device data, like view.
+func (a *Arena) devView(x *Tensor) *Tensor {
+	var t *Tensor
+	if a.nextDevView < len(a.devViews) {
+		t = a.devViews[a.nextDevView]
+	} else {
+		t = &Tensor{}
+		a.devViews = append(a.devViews, t)
+	}
+	a.nextDevView++
+	t.dev, t.dmem = x.dev, x.dmem
+	t.Shape = append(t.Shape[:0], x.Shape...)
+	t.dgrad, t.dgradOff, t.dgradKeep, t.Name, t.requiresGrad = nil, 0, nil, "", false
+	return t
+}
 
 // view returns a header over data that the arena does not own.
 func (a *Arena) view(data []float32, shape ...int) *Tensor {

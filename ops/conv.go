@@ -22,6 +22,9 @@ func Conv2d(tp *Tape, x, w, b *Tensor, stride, pad int) *Tensor {
 		panic(fmt.Sprintf("ops: Conv2d: bias %v for weight %v, want (%d)", b.Shape, w.Shape, k))
 	}
 	g := newConvGeom(c, h, wd, kh, kw, stride, pad)
+	if d := deviceOf("Conv2d", x, w, b); d != nil {
+		return devConv2d(tp, d, x, w, b, stride, pad, n, k, g.oh, g.ow)
+	}
 	out := tp.alloc(n, k, g.oh, g.ow)
 	if viaTranspose(&g, k) {
 		conv2dViaTranspose(out.Data, x.Data, w.Data, bData(b), n, k, &g)

@@ -20,6 +20,9 @@ func ConvTranspose2d(tp *Tape, x, w, b *Tensor, stride, pad, outPad int) *Tensor
 		panic(fmt.Sprintf("ops: ConvTranspose2d: bias %v for weight %v, want (%d)", b.Shape, w.Shape, k))
 	}
 	// The Conv2d this transposes maps (K, OH, OW) to (C, H, W).
+	if d := deviceOf("ConvTranspose2d", x, w, b); d != nil {
+		return devConvTranspose2d(tp, d, x, w, b, stride, pad, outPad, n, k, oh, ow)
+	}
 	g := newConvGeom(k, oh, ow, kh, kw, stride, pad)
 	out := tp.alloc(n, k, oh, ow)
 	convTranspose2dForward(out.Data, x.Data, w.Data, bData(b), n, c, &g)

@@ -18,4 +18,11 @@
 // Memory: ops draw their outputs from the Tape's Arena. An arena hands out the same buffers in
 // the same order every step, so a training step allocates nothing once warm. A nil *Tape is
 // allowed everywhere: outputs are then ordinary heap tensors and nothing is recorded.
+//
+// Devices (device.go): a tensor lives on the host (Data, Grad) or on a Device, a backend that
+// registers itself by name (wkd/ops/cuda registers "cuda"; ops imports no backend). Every op
+// dispatches on its inputs: host tensors take this package's CPU kernels, unchanged; device
+// tensors take the Device's kernels (device_ops.go), with outputs from the same Tape's arena and
+// backward recorded on the same Tape, under the same accumulation rule. Operands in different
+// places panic; moving data is explicit (MoveTo, CopyFromHost, CopyToHost, HostData).
 package ops

@@ -20,6 +20,9 @@ func Dropout(tp *Tape, x *Tensor, p float32, training bool, rng *RNG) *Tensor {
 	if rng == nil {
 		panic("ops: Dropout: training with p > 0 needs an RNG")
 	}
+	if x.dev != nil {
+		return devDropout(tp, x.dev, x, p, rng)
+	}
 	mask := tp.alloc(x.Shape...)
 	dropoutMask(mask.Data, p, rng)
 	out := tp.alloc(x.Shape...)

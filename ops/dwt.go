@@ -208,6 +208,9 @@ func haarLevel(tp *Tape, x *Tensor) (ll, hi *Tensor) {
 	if h == 0 || w == 0 {
 		panic(fmt.Sprintf("ops: HaarDWT: empty image %v", x.Shape))
 	}
+	if x.dev != nil {
+		return devHaarLevel(tp, x.dev, x)
+	}
 	ho, wo := (h+1)/2, (w+1)/2
 	ll = tp.alloc(n, c, ho, wo)
 	hi = tp.alloc(n, c, 3, ho, wo)
@@ -246,6 +249,9 @@ func haarInvLevel(tp *Tape, ll, hi *Tensor) *Tensor {
 	if len(hi.Shape) != 5 || hi.Shape[0] != n || hi.Shape[1] != c || hi.Shape[2] != 3 ||
 		(lh != hi.Shape[3] && lh != hi.Shape[3]+1) || (lw != hi.Shape[4] && lw != hi.Shape[4]+1) {
 		panic(fmt.Sprintf("ops: HaarIDWT: ll %v does not fit high bands %v", ll.Shape, hi.Shape))
+	}
+	if d := deviceOf("HaarIDWT", ll, hi, nil); d != nil {
+		return devHaarInvLevel(tp, d, ll, hi)
 	}
 	ho, wo := hi.Shape[3], hi.Shape[4]
 	out := tp.alloc(n, c, 2*ho, 2*wo)

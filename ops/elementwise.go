@@ -82,6 +82,9 @@ func ewRun(f ewFunc, dst, a, b []float32, s, t float32) {
 // a, b: any shape, the same -> that shape
 func Add(tp *Tape, a, b *Tensor) *Tensor {
 	mustSameShape("Add", a, b)
+	if d := deviceOf("Add", a, b, nil); d != nil {
+		return devAdd(tp, d, a, b)
+	}
 	out := tp.alloc(a.Shape...)
 	ewRun(addLoop, out.Data, a.Data, b.Data, 0, 0)
 	if tp.needs(a, b) {
@@ -126,6 +129,9 @@ func accScaledLoop(dst, a, _ []float32, s, _ float32) {
 // a, b: any shape, the same -> that shape
 func Sub(tp *Tape, a, b *Tensor) *Tensor {
 	mustSameShape("Sub", a, b)
+	if d := deviceOf("Sub", a, b, nil); d != nil {
+		return devSub(tp, d, a, b)
+	}
 	out := tp.alloc(a.Shape...)
 	ewRun(subLoop, out.Data, a.Data, b.Data, 0, 0)
 	if tp.needs(a, b) {
@@ -155,6 +161,9 @@ func subBackward(n *node) {
 // Scale returns s * x.
 // x: any shape -> that shape
 func Scale(tp *Tape, x *Tensor, s float32) *Tensor {
+	if x.dev != nil {
+		return devScale(tp, x.dev, x, s)
+	}
 	out := tp.alloc(x.Shape...)
 	ewRun(scaleLoop, out.Data, x.Data, nil, s, 0)
 	if tp.needs(x) {
@@ -178,6 +187,9 @@ func scaleBackward(n *node) {
 // AddScalar returns x + s.
 // x: any shape -> that shape
 func AddScalar(tp *Tape, x *Tensor, s float32) *Tensor {
+	if x.dev != nil {
+		return devAddScalar(tp, x.dev, x, s)
+	}
 	out := tp.alloc(x.Shape...)
 	ewRun(addScalarLoop, out.Data, x.Data, nil, s, 0)
 	if tp.needs(x) {
@@ -208,6 +220,9 @@ func Concat(tp *Tape, a, b *Tensor) *Tensor {
 	var shape [8]int                                       // on the stack: alloc keeps no reference to its shape argument
 	copy(shape[:], a.Shape)
 	shape[1] += b.Shape[1]
+	if d := deviceOf("Concat", a, b, nil); d != nil {
+		return devConcat(tp, d, a, b, shape[:len(a.Shape)])
+	}
 	out := tp.alloc(shape[:len(a.Shape)]...)
 	for i := range n {
 		o := out.Data[i*(sa+sb):]

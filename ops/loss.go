@@ -10,6 +10,9 @@ import "math"
 // x, y: any shape, the same -> (1)
 func L1Loss(tp *Tape, x, y *Tensor) *Tensor {
 	mustSameShape("L1Loss", x, y)
+	if d := deviceOf("L1Loss", x, y, nil); d != nil {
+		return devLoss(tp, d, LossL1, x, y, 0)
+	}
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(l1Loop, x.Data, y.Data, 0) / float64(len(x.Data)))
 	if tp.needs(x, y) {
@@ -65,6 +68,9 @@ func l1BackLoop(dst, x, y []float32, s, _ float32) {
 // x, y: any shape, the same -> (1)
 func MSELoss(tp *Tape, x, y *Tensor) *Tensor {
 	mustSameShape("MSELoss", x, y)
+	if d := deviceOf("MSELoss", x, y, nil); d != nil {
+		return devLoss(tp, d, LossMSE, x, y, 0)
+	}
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(sqLoop, x.Data, y.Data, 0) / float64(len(x.Data)))
 	if tp.needs(x, y) {
@@ -112,6 +118,9 @@ func diffAccLoop(dst, x, y []float32, s, _ float32) {
 // MSEConst returns mean((x - target)²), the LSGAN loss against a constant label.
 // x: any shape -> (1)
 func MSEConst(tp *Tape, x *Tensor, target float32) *Tensor {
+	if x.dev != nil {
+		return devLoss(tp, x.dev, LossMSE, x, nil, target)
+	}
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(sqConstLoop, x.Data, nil, target) / float64(len(x.Data)))
 	if tp.needs(x) {
@@ -149,6 +158,9 @@ func diffConstAccLoop(dst, x, _ []float32, s, t float32) {
 // x (logits), y (targets in [0, 1]): any shape, the same -> (1)
 func BCEWithLogits(tp *Tape, x, y *Tensor) *Tensor {
 	mustSameShape("BCEWithLogits", x, y)
+	if d := deviceOf("BCEWithLogits", x, y, nil); d != nil {
+		return devLoss(tp, d, LossBCEWithLogits, x, y, 0)
+	}
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(bceLoop, x.Data, y.Data, 0) / float64(len(x.Data)))
 	if tp.needs(x, y) {
@@ -196,6 +208,9 @@ func bceBackLoop(dst, x, y []float32, s, _ float32) {
 // BCEWithLogitsConst is BCEWithLogits against a constant target: the vanilla GAN loss.
 // x (logits): any shape -> (1)
 func BCEWithLogitsConst(tp *Tape, x *Tensor, target float32) *Tensor {
+	if x.dev != nil {
+		return devLoss(tp, x.dev, LossBCEWithLogits, x, nil, target)
+	}
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(bceConstLoop, x.Data, nil, target) / float64(len(x.Data)))
 	if tp.needs(x) {

@@ -18,6 +18,9 @@ import (
 func InstanceNorm2d(tp *Tape, x, gamma, beta *Tensor, eps float32) *Tensor {
 	n, c, h, w := x.NCHW()
 	mustAffine("InstanceNorm2d", x, gamma, beta)
+	if d := deviceOf("InstanceNorm2d", x, gamma, beta); d != nil {
+		return devInstanceNorm2d(tp, d, x, gamma, beta, eps)
+	}
 	planes, hw := n*c, h*w
 	out := tp.alloc(x.Shape...)
 	if len(out.Data) == 0 {
@@ -113,13 +116,16 @@ func BatchNorm2d(tp *Tape, x, gamma, beta, runMean, runVar *Tensor, training boo
 	}
 	useBatch := training || runMean == nil
 	if runMean != nil {
-		if len(runMean.Data) != c || len(runVar.Data) != c {
+		if runMean.Numel() != c || runVar.Numel() != c {
 			panic(fmt.Sprintf("ops: BatchNorm2d: running stats %v and %v for input %v", runMean.Shape, runVar.Shape, x.Shape))
 		}
 	}
 	m := n * h * w
 	if useBatch && m < 2 {
 		panic(fmt.Sprintf("ops: BatchNorm2d: batch statistics need more than one value per channel, got input %v", x.Shape))
+	}
+	if d := deviceOf("BatchNorm2d", x, gamma, beta); d != nil {
+		return devBatchNorm2d(tp, d, x, gamma, beta, runMean, runVar, training, momentum, eps)
 	}
 	out := tp.alloc(x.Shape...)
 	stats := tp.alloc(3 * c) // mean, rstd, biased variance
@@ -365,7 +371,7 @@ func mustAffine(op string, x, gamma, beta *Tensor) {
 		return
 	}
 	c := x.Shape[1]
-	if gamma == nil || beta == nil || len(gamma.Data) != c || len(beta.Data) != c {
+	if gamma == nil || beta == nil || gamma.Numel() != c || beta.Numel() != c {
 		var gs, bs []int
 		if gamma != nil {
 			gs = gamma.Shape

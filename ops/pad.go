@@ -25,6 +25,9 @@ func pad2d(tp *Tape, x *Tensor, pad int, reflect bool) *Tensor {
 		panic(fmt.Sprintf("ops: %s: padding %d does not fit input %v (needs %s)", op, pad, x.Shape, need))
 	}
 	ph, pw := h+2*pad, w+2*pad
+	if x.dev != nil {
+		return devPad2d(tp, x.dev, x, pad, reflect, n, c, ph, pw)
+	}
 	out := tp.alloc(n, c, ph, pw)
 	for p := 0; p < n*c; p++ {
 		src, dst := x.Data[p*h*w:(p+1)*h*w], out.Data[p*ph*pw:(p+1)*ph*pw]

@@ -75,6 +75,9 @@ func sumLoop(a, _ []float32, _ float32) float64 {
 // Sum returns the sum of all elements.
 // x: any shape -> (1)
 func Sum(tp *Tape, x *Tensor) *Tensor {
+	if x.dev != nil {
+		return devSum(tp, x.dev, x, 1)
+	}
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(sumLoop, x.Data, nil, 0))
 	if tp.needs(x) {
@@ -97,6 +100,9 @@ func accConstLoop(dst, _, _ []float32, s, _ float32) {
 // Mean returns the mean of all elements (NaN for an empty tensor, as in PyTorch).
 // x: any shape -> (1)
 func Mean(tp *Tape, x *Tensor) *Tensor {
+	if x.dev != nil {
+		return devSum(tp, x.dev, x, 1/float32(x.Numel()))
+	}
 	out := tp.alloc(1)
 	out.Data[0] = float32(redRun(sumLoop, x.Data, nil, 0) / float64(len(x.Data)))
 	if tp.needs(x) {

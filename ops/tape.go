@@ -71,6 +71,20 @@ func (tp *Tape) zeros(shape ...int) *Tensor {
 	return tp.Zeros(shape...)
 }
 
+// allocOn returns an uncleared output tensor on d (the host when d is nil).
+func (tp *Tape) allocOn(d Device, shape ...int) *Tensor {
+	if d == nil {
+		return tp.alloc(shape...)
+	}
+	if tp == nil {
+		return NewOn(d, shape...)
+	}
+	return tp.getDev(d, shape...)
+}
+
+// AllocOn is allocOn for other packages: an uncleared tensor owned by this step, on d.
+func (tp *Tape) AllocOn(d Device, shape ...int) *Tensor { return tp.allocOn(d, shape...) }
+
 // Alloc is the exported form of alloc for packages that build ops of their own (models, losses
 // in trainer): an uncleared tensor owned by this step.
 func (tp *Tape) Alloc(shape ...int) *Tensor { return tp.alloc(shape...) }
@@ -109,13 +123,17 @@ func (tp *Tape) push(backward func(n *node), out *Tensor, ins ...*Tensor) *node 
 // retired; ops it did not reach stay recorded, so a generator's forward survives the
 // discriminator's backward on a detached copy of its output and can be backpropagated later.
 func (tp *Tape) Backward(loss *Tensor) {
-	if len(loss.Data) != 1 {
+	if loss.Numel() != 1 {
 		panic("ops: Backward needs a scalar loss, got shape " + loss.String())
 	}
 	if !loss.requiresGrad {
 		panic("ops: Backward: the loss does not depend on anything that requires gradient")
 	}
-	loss.grad()[0] += 1
+	if loss.dev != nil {
+		loss.dev.AddScalar(loss.dgradBuf(), 1)
+	} else {
+		loss.grad()[0] += 1
+	}
 	tp.BackwardFrom()
 }
 
@@ -128,7 +146,7 @@ func (tp *Tape) BackwardFrom() {
 		if n.backward == nil {
 			continue
 		}
-		if n.out.Grad == nil {
+		if !n.out.HasGrad() {
 			live++
 			continue
 		}
@@ -150,6 +168,16 @@ func (tp *Tape) BackwardFrom() {
 // Detach returns a tensor sharing x's data that no gradient flows through (PyTorch's
 // x.detach()), drawn from the arena so it costs no allocation in steady state.
 func (tp *Tape) Detach(x *Tensor) *Tensor {
+	if x.dev != nil {
+		if tp == nil {
+			// A copy, not a view: a header sharing x's memory would not keep x (whose
+			// collection frees that memory) alive.
+			c := NewLike(x)
+			CopyData(c, x)
+			return c
+		}
+		return tp.devView(x)
+	}
 	if tp == nil {
 		return FromData(x.Data, x.Shape...)
 	}
@@ -158,6 +186,15 @@ func (tp *Tape) Detach(x *Tensor) *Tensor {
 
 // SeedGrad adds g to t's gradient (allocating it if needed).
 func SeedGrad(t *Tensor, g []float32) {
+	if t.dev != nil {
+		if len(g) != t.Numel() {
+			panic("ops: SeedGrad: gradient size differs from tensor " + t.String())
+		}
+		tmp := NewOn(t.dev, t.Shape...)
+		tmp.CopyFromHost(g)
+		t.dev.Axpy(t.dgradBuf(), tmp.buf(), 1)
+		return
+	}
 	dst := t.grad()
 	if len(g) != len(dst) {
 		panic("ops: SeedGrad: gradient size differs from tensor " + t.String())

@@ -21,6 +21,16 @@ type Tensor struct {
 	// kept only for tensors with an onReady hook (parameters whose gradients are communicated).
 	pendingUses int32
 	onReady     func()
+
+	// On a Device (see device.go): the data, and the gradient at dgradOff in dgrad (its own
+	// buffer dgradKeep, or a gradient bucket's memory). Data and Grad are then nil.
+	dev       Device
+	dmem      DeviceMem
+	dgrad     DeviceMem
+	dgradOff  int
+	dgradKeep DeviceMem
+	// dmemCollected: dmem is freed by the collector's cleanup (NewOn), never explicitly.
+	dmemCollected bool
 }
 
 // SetGradReady registers fn to run during a backward pass as soon as this tensor's gradient is
@@ -77,7 +87,12 @@ func numel(shape []int) int {
 }
 
 // Numel is the number of elements.
-func (t *Tensor) Numel() int { return len(t.Data) }
+func (t *Tensor) Numel() int {
+	if t.dev != nil {
+		return numel(t.Shape)
+	}
+	return len(t.Data)
+}
 
 // Dims is the number of dimensions.
 func (t *Tensor) Dims() int { return len(t.Shape) }
@@ -98,6 +113,10 @@ func (t *Tensor) RequiresGrad() bool { return t.requiresGrad }
 // freezing a discriminator for the generator's update and thawing it again costs nothing.
 func (t *Tensor) SetRequiresGrad(on bool) {
 	t.requiresGrad = on
+	if on && t.dev != nil {
+		t.dgradBuf()
+		return
+	}
 	if on && t.Grad == nil {
 		t.Grad = make([]float32, len(t.Data))
 	}
@@ -107,10 +126,17 @@ func (t *Tensor) SetRequiresGrad(on bool) {
 func (t *Tensor) DropGrad() {
 	t.requiresGrad = false
 	t.Grad = nil
+	if t.dev != nil && t.dgradKeep != nil {
+		t.dev.Free(t.dgradKeep)
+	}
+	t.dgrad, t.dgradKeep = nil, nil
 }
 
 // ZeroGrad sets the gradient to zero, keeping its buffer.
 func (t *Tensor) ZeroGrad() {
+	if t.dgrad != nil {
+		t.dev.Zero(t.gbuf())
+	}
 	clear(t.Grad)
 }
 
@@ -146,8 +172,14 @@ func mustSameShape(op string, a, b *Tensor) {
 	}
 }
 
-// Clone returns a heap copy of the data (not the gradient).
+// Clone returns a heap copy of the data (not the gradient), in the same place.
 func (t *Tensor) Clone() *Tensor {
+	if t.dev != nil {
+		c := NewLike(t)
+		CopyData(c, t)
+		c.Name = t.Name
+		return c
+	}
 	c := New(t.Shape...)
 	copy(c.Data, t.Data)
 	c.Name = t.Name
@@ -156,6 +188,10 @@ func (t *Tensor) Clone() *Tensor {
 
 // Fill sets every element to v.
 func (t *Tensor) Fill(v float32) {
+	if t.dev != nil {
+		t.dev.Fill(t.buf(), v)
+		return
+	}
 	for i := range t.Data {
 		t.Data[i] = v
 	}
@@ -163,7 +199,7 @@ func (t *Tensor) Fill(v float32) {
 
 // AllFinite reports whether no element is NaN or infinite.
 func (t *Tensor) AllFinite() bool {
-	for _, v := range t.Data {
+	for _, v := range t.HostData() {
 		f := float64(v)
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return false

@@ -6,11 +6,14 @@
 #
 # 1. builds wkd/ops/cuda with -tags cuda against the machine's CUDA,
 # 2. runs the GPU parity tests (every kernel against wkd/ops, tolerance 1e-4, worst error logged),
-# 3. times one WKD distillation step (teacher ResNet-9 ngf 64 without gradient, student ngf 16,
+# 3. runs the models' and the trainer's device tests: a ResNet + PatchGAN step, and a whole WKD
+#    distillation run (and its gradient buckets) on --device cuda against --device cpu,
+# 4. times one WKD distillation step (teacher ResNet-9 ngf 64 without gradient, student ngf 16,
 #    PatchGAN ndf 64, LSGAN + L1 on 3 Haar levels' high bands, Adam on G and D; 256x256, batch
 #    1 and 4) in wkd-cuda (BenchmarkDistillStep) and the same step in PyTorch on the same GPU,
 #    strict FP32 on both sides (cuBLAS SGEMM here; TF32 off in PyTorch), and prints the medians.
-# Last line: "ratio: X" = wkd-cuda median / PyTorch median at batch 4 (above 1: wkd is slower).
+# Last line: "ratio: X" = wkd-cuda throughput / PyTorch throughput at batch 4, that is PyTorch's
+# median step time / wkd-cuda's (above 1: wkd is faster).
 # Budget: under 8 minutes including the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +71,17 @@ if grep -q 'Error in initialization' "$work/test.log" || grep -q -- '--- SKIP' "
   die "no GPU answered: $(grep -m1 -E 'Error in initialization|--- SKIP|no GPU' "$work/test.log")"
 fi
 grep -q '^PASS' "$work/test.log" || die "parity tests failed (full log above)"
+
+log "device tests: models and trainer on --device cuda against cpu"
+for pkg in models trainer cmd/wkd; do
+  bin="$work/$(basename "$pkg").test"
+  go test -tags cuda -c -o "$bin" "./$pkg"
+  (cd "$pkg" && timeout 120 "$bin" -test.count=1 -test.v -test.run 'Device' -test.timeout 110s) |
+    tee "$bin.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|worst|synchronizer calls|differs' || true
+  grep -q -- '--- SKIP' "$bin.log" && die "$pkg device tests skipped: $(grep -m1 -- '--- SKIP' "$bin.log")"
+  grep -q '^PASS' "$bin.log" || die "$pkg device tests failed (log above)"
+done
+log "device tests passed at $((SECONDS - t0)) s"
 
 log "benchmark: wkd-cuda"
 (cd ops/cuda && timeout 180 "$work/cuda.test" -test.run '^$' -test.bench 'DistillStep' -test.benchtime 10x -test.v) \
@@ -190,7 +204,8 @@ t1="$(sed -n 's/^torch batch=1 median_ms=//p' "$work/torch.log")"
 t4="$(sed -n 's/^torch batch=4 median_ms=//p' "$work/torch.log")"
 [ -n "$t1" ] && [ -n "$t4" ] || die "PyTorch printed no medians"
 
-echo "wkd-cuda batch=1 median_ms=$wkd1  torch batch=1 median_ms=$t1  ratio_b1: $(awk -v a="$wkd1" -v b="$t1" 'BEGIN { printf "%.3f", a / b }')"
+# Throughput ratios: torch time / wkd time (above 1: wkd is faster).
+echo "wkd-cuda batch=1 median_ms=$wkd1  torch batch=1 median_ms=$t1  ratio_b1: $(awk -v w="$wkd1" -v t="$t1" 'BEGIN { printf "%.3f", t / w }')"
 echo "wkd-cuda batch=4 median_ms=$wkd4  torch batch=4 median_ms=$t4"
 log "done in $((SECONDS - t0)) s"
-echo "ratio: $(awk -v a="$wkd4" -v b="$t4" 'BEGIN { printf "%.3f", a / b }')"
+echo "ratio: $(awk -v w="$wkd4" -v t="$t4" 'BEGIN { printf "%.3f", t / w }')"

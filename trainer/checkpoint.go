@@ -18,6 +18,7 @@ import (
 
 	"wkd/internal/safetensors"
 	"wkd/models"
+	"wkd/ops"
 	"wkd/sharding"
 )
 
@@ -71,7 +72,7 @@ func (t *Trainer) state() (map[string]safetensors.Tensor, map[string]string) {
 	tensors := map[string]safetensors.Tensor{}
 	for _, n := range t.nets() {
 		for _, p := range n.net.State() {
-			tensors[n.name+"/"+p.Name] = safetensors.Tensor{Shape: p.Shape, Data: p.Data}
+			tensors[n.name+"/"+p.Name] = safetensors.Tensor{Shape: p.Shape, Data: p.HostData()}
 		}
 	}
 	for name, opt := range map[string]*optimizer{"optG": t.optG, "optD": t.optD} {
@@ -84,7 +85,7 @@ func (t *Trainer) state() (map[string]safetensors.Tensor, map[string]string) {
 			continue
 		}
 		for i, img := range pool.images {
-			tensors[fmt.Sprintf("%s/%06d", name, i)] = safetensors.Tensor{Shape: pool.shape[:], Data: img}
+			tensors[fmt.Sprintf("%s/%06d", name, i)] = safetensors.Tensor{Shape: pool.shape[:], Data: img.HostData()}
 		}
 	}
 	pos, _ := json.Marshal(t.at)
@@ -234,7 +235,7 @@ func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor,
 	for _, n := range t.nets() {
 		for _, p := range n.net.State() {
 			src, ok := tensors[n.name+"/"+p.Name]
-			if !ok || len(src.Data) != len(p.Data) {
+			if !ok || len(src.Data) != p.Numel() {
 				return fmt.Errorf("%w: %s lacks %s/%s %v: made for another model? (this run: %v)", ErrCheckpoint, path, n.name, p.Name, p.Shape, n.net.Spec())
 			}
 		}
@@ -273,7 +274,7 @@ func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor,
 	}
 	for _, n := range t.nets() {
 		for _, p := range n.net.State() {
-			copy(p.Data, tensors[n.name+"/"+p.Name].Data)
+			p.CopyFromHost(tensors[n.name+"/"+p.Name].Data)
 		}
 	}
 	for name, pool := range map[string]*ImagePool{"pool_A": t.poolA, "pool_B": t.poolB} {
@@ -285,7 +286,12 @@ func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor,
 		pool.images = pool.images[:0]
 		for _, n := range names {
 			v := tensors[n]
-			pool.images = append(pool.images, v.Data)
+			img := ops.FromData(v.Data, v.Shape...)
+			if t.dev != nil {
+				img = ops.NewOn(t.dev, v.Shape...)
+				img.CopyFromHost(v.Data)
+			}
+			pool.images = append(pool.images, img)
 			copy(pool.shape[:], v.Shape)
 		}
 	}

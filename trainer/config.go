@@ -103,7 +103,19 @@ type Config struct {
 
 	// Threads for the kernels (0: all cores).
 	Threads int `json:"threads"`
+	// Device is where the networks, activations, losses, image pools and Adam state live:
+	// "cpu" (also when empty) or "cuda" (GPU 0, in a binary built with -tags cuda). On cuda the
+	// host sees only the batches going in, the logged loss values, checkpoints and, in a
+	// cluster, one pinned copy per gradient bucket each way. The CUDA context belongs to the
+	// goroutine that calls New: call Run (and Resume, Close) from that goroutine.
+	Device string `json:"device,omitempty"`
 }
+
+// The devices Config.Device names.
+const (
+	DeviceCPU  = "cpu"
+	DeviceCUDA = "cuda"
+)
 
 // specJSON is how a models.Spec is stored in config.json: flag names, readable by people.
 type specJSON struct {
@@ -259,6 +271,11 @@ func (c Config) Validate() error {
 	}
 	if c.CheckpointEvery < 1 || c.KeepCheckpoints < 1 || c.LogEvery < 1 {
 		return bad("--checkpoint-every, --keep-checkpoints and --log-every must be at least 1")
+	}
+	switch c.Device {
+	case "", DeviceCPU, DeviceCUDA:
+	default:
+		return bad("--device %q: use cpu or cuda", c.Device)
 	}
 	if c.PoolSize < 0 {
 		return bad("--pool-size %d: must be 0 or more", c.PoolSize)

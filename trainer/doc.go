@@ -19,4 +19,9 @@
 // renamed, each carrying a SHA-256 of its contents that Load verifies) and the final
 // generators under their reference names (G.safetensors, or G_A/G_B.safetensors).
 // Errors are returned for anything read from disk; programming errors panic.
+//
+// Config.Device puts the networks, activations, losses, image pools and Adam state on a device
+// (wkd/ops' seam; "cuda" in a binary built with -tags cuda). The loops are the same code; the
+// host then sees batches going in and, by explicit copies, logged loss values, checkpoints,
+// rollback snapshots and gradient buckets (one pinned copy each way) for the all-reduce.
 package trainer

@@ -19,11 +19,17 @@ type BucketSync interface {
 
 // bucketFloats is the size a bucket is filled to before it is handed over: large enough that
 // per-message costs vanish, small enough that the first bucket leaves early in backward.
-const bucketFloats = 256 << 10 // 1 MiB
+// A variable so that tests can make buckets small enough to split tiny networks.
+var bucketFloats = 256 << 10 // 1 MiB
 
 // overlap sends one parameter group's gradients bucket by bucket during backward. Each
 // parameter's readiness hook (ops.Tensor.SetGradReady) copies its weighted gradient into its
 // bucket's buffer; the last parameter of a bucket submits it.
+//
+// On a device the gradients of a bucket's parameters are themselves views into one device
+// allocation with a pinned host mirror (ops.Pinned): when the bucket's last parameter is ready
+// it is weighted in place and crosses to the host in one copy, and the average comes back in
+// one copy, so bufs are the pinned mirrors.
 type overlap struct {
 	params   []*ops.Tensor
 	bucketOf []int
@@ -36,11 +42,13 @@ type overlap struct {
 	scale    float32
 	active   bool
 	err      error
+	dev      ops.Device
+	pinned   []ops.Pinned // (bucket) device gradients and their host mirrors, on a device
 }
 
 // newOverlap buckets params (forward order) from the last one back and installs the hooks.
-func newOverlap(params []*ops.Tensor) *overlap {
-	o := &overlap{params: params, bucketOf: make([]int, len(params)), offset: make([]int, len(params))}
+func newOverlap(params []*ops.Tensor, dev ops.Device) *overlap {
+	o := &overlap{params: params, bucketOf: make([]int, len(params)), offset: make([]int, len(params)), dev: dev}
 	fill := bucketFloats
 	for i := len(params) - 1; i >= 0; i-- {
 		n := params[i].Numel()
@@ -53,7 +61,23 @@ func newOverlap(params []*ops.Tensor) *overlap {
 		o.bucketOf[i], o.offset[i] = b, fill
 		o.members[b] = append(o.members[b], i)
 		fill += n
-		o.bufs[b] = append(o.bufs[b], make([]float32, n)...)
+		if dev == nil {
+			o.bufs[b] = append(o.bufs[b], make([]float32, n)...)
+		}
+	}
+	if dev != nil {
+		for b, members := range o.members {
+			total := 0
+			for _, i := range members {
+				total += params[i].Numel()
+			}
+			pin := dev.NewPinned(total)
+			o.pinned = append(o.pinned, pin)
+			o.bufs[b] = pin.Host()
+			for _, i := range members {
+				params[i].BindGrad(pin.Mem(), o.offset[i])
+			}
+		}
 	}
 	o.left = make([]int, len(o.members))
 	o.sent = make([]bool, len(o.members))
@@ -77,6 +101,13 @@ func (o *overlap) ready(i int) {
 		return
 	}
 	b := o.bucketOf[i]
+	if o.dev != nil {
+		if o.left[b]--; o.left[b] == 0 {
+			o.toHost(b)
+			o.submit(b)
+		}
+		return
+	}
 	dst := o.bufs[b][o.offset[i] : o.offset[i]+o.params[i].Numel()]
 	for k, g := range o.params[i].Grad {
 		dst[k] = g * o.scale
@@ -84,6 +115,16 @@ func (o *overlap) ready(i int) {
 	if o.left[b]--; o.left[b] == 0 {
 		o.submit(b)
 	}
+}
+
+// toHost weights a device bucket's gradients and copies them to its pinned mirror.
+func (o *overlap) toHost(b int) {
+	pin := o.pinned[b]
+	if o.scale != 1 {
+		all := ops.Buf{Mem: pin.Mem(), Shape: []int{len(pin.Host())}}
+		o.dev.Scale(all, all, o.scale)
+	}
+	pin.ToHost()
 }
 
 func (o *overlap) submit(b int) {
@@ -102,6 +143,11 @@ func (o *overlap) finish() error {
 		if o.sent[b] {
 			continue
 		}
+		if o.dev != nil {
+			o.toHost(b)
+			o.submit(b)
+			continue
+		}
 		for _, i := range o.members[b] {
 			dst := o.bufs[b][o.offset[i] : o.offset[i]+o.params[i].Numel()]
 			for k, g := range o.params[i].Grad {
@@ -118,6 +164,12 @@ func (o *overlap) finish() error {
 	}
 	if err := o.sync.Wait(); err != nil {
 		return err
+	}
+	if o.dev != nil {
+		for _, pin := range o.pinned {
+			pin.FromHost()
+		}
+		return o.dev.Err()
 	}
 	for b, members := range o.members {
 		for _, i := range members {
@@ -145,10 +197,38 @@ func (t *Trainer) beginGroup(o *overlap) bool {
 // the whole group at once.
 func (t *Trainer) syncGroup(o *overlap, started bool, rep *StepReport) error {
 	if !started {
+		if t.dev != nil {
+			return t.syncDeviceGrads(o, rep)
+		}
 		return t.syncGrads(o.params, rep)
 	}
 	t0 := time.Now()
 	err := o.finish()
+	rep.SyncTime += time.Since(t0)
+	return err
+}
+
+// syncDeviceGrads is syncGrads for gradients on a device: every bucket of the group is
+// weighted, copied to its pinned mirror in one transfer, averaged on the host as a whole, and
+// copied back in one transfer.
+func (t *Trainer) syncDeviceGrads(o *overlap, rep *StepReport) error {
+	if t.world.Sync == nil || t.world.Size == 1 {
+		return nil
+	}
+	o.scale = t.shareWeight
+	t0 := time.Now()
+	t.syncBufs = t.syncBufs[:0]
+	for b := range o.pinned {
+		o.toHost(b)
+		t.syncBufs = append(t.syncBufs, o.bufs[b])
+	}
+	err := t.world.Sync.Average(t.syncBufs)
+	if err == nil {
+		for _, pin := range o.pinned {
+			pin.FromHost()
+		}
+		err = t.dev.Err()
+	}
 	rep.SyncTime += time.Since(t0)
 	return err
 }

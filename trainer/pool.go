@@ -7,7 +7,7 @@ import "wkd/ops"
 // takes its place), so the discriminator also sees the generator's past.
 type ImagePool struct {
 	size   int
-	images [][]float32 // each one image (C, H, W)
+	images []*ops.Tensor // each one image (C, H, W), where the fakes are (host or device)
 	shape  [3]int
 	// An undo journal since mark(), so a replica can roll an abandoned step back without
 	// copying the whole pool every step: the pool's length then, and each replaced image.
@@ -18,7 +18,7 @@ type ImagePool struct {
 
 type poolEdit struct {
 	k   int
-	old []float32
+	old *ops.Tensor
 }
 
 // mark starts a new undo journal.
@@ -37,7 +37,7 @@ func (p *ImagePool) rollback() {
 	}
 	for i := len(p.journal) - 1; i >= 0; i-- {
 		e := p.journal[i]
-		copy(p.images[e.k], e.old)
+		ops.CopyData(p.images[e.k], e.old)
 	}
 	p.images = p.images[:p.markLen]
 	p.mark()
@@ -54,25 +54,25 @@ func (p *ImagePool) Query(tp *ops.Tape, fake *ops.Tensor, rng *ops.RNG) *ops.Ten
 	}
 	n, c, h, w := fake.NCHW()
 	per := c * h * w
-	out := tp.Alloc(n, c, h, w)
+	out := tp.AllocOn(fake.Device(), n, c, h, w)
 	p.shape = [3]int{c, h, w}
 	for i := range n {
-		img := fake.Data[i*per : (i+1)*per]
-		dst := out.Data[i*per : (i+1)*per]
 		if len(p.images) < p.size {
-			p.images = append(p.images, append([]float32(nil), img...))
-			copy(dst, img)
+			img := ops.NewOn(fake.Device(), c, h, w)
+			ops.CopyRange(img, 0, fake, i*per, per)
+			p.images = append(p.images, img)
+			ops.CopyRange(out, i*per, fake, i*per, per)
 			continue
 		}
 		if rng.Float32() > 0.5 {
 			k := rng.IntN(p.size)
-			copy(dst, p.images[k])
+			ops.CopyRange(out, i*per, p.images[k], 0, per)
 			if p.marked {
-				p.journal = append(p.journal, poolEdit{k, append([]float32(nil), p.images[k]...)})
+				p.journal = append(p.journal, poolEdit{k, p.images[k].Clone()})
 			}
-			copy(p.images[k], img)
+			ops.CopyRange(p.images[k], 0, fake, i*per, per)
 		} else {
-			copy(dst, img)
+			ops.CopyRange(out, i*per, fake, i*per, per)
 		}
 	}
 	return out

@@ -21,7 +21,7 @@ func TestPoolRollbackUndoesQueries(t *testing.T) {
 	p.Query(nil, batch(10), rng) // 4 offered: the pool is full at 3, then swaps begin
 	before := make([][]float32, len(p.images))
 	for i, img := range p.images {
-		before[i] = slices.Clone(img)
+		before[i] = slices.Clone(img.HostData())
 	}
 	p.mark()
 	for k := range 6 {
@@ -35,7 +35,7 @@ func TestPoolRollbackUndoesQueries(t *testing.T) {
 		t.Fatalf("%d images after rollback, want %d", len(p.images), len(before))
 	}
 	for i := range before {
-		if !slices.Equal(p.images[i], before[i]) {
+		if !slices.Equal(p.images[i].HostData(), before[i]) {
 			t.Fatalf("image %d differs after rollback", i)
 		}
 	}

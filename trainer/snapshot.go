@@ -24,7 +24,8 @@ func (t *Trainer) saveSnapshot() {
 			if i == len(s.nets) {
 				s.nets = append(s.nets, nil)
 			}
-			s.nets[i] = append(s.nets[i][:0], p.Data...)
+			s.nets[i] = append(s.nets[i][:0], make([]float32, p.Numel())...)
+			p.CopyToHost(s.nets[i])
 			i++
 		}
 	}
@@ -45,7 +46,7 @@ func (t *Trainer) restoreSnapshot() error {
 	i := 0
 	for _, n := range t.nets() {
 		for _, p := range n.net.State() {
-			copy(p.Data, s.nets[i])
+			p.CopyFromHost(s.nets[i])
 			i++
 		}
 	}

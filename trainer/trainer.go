@@ -87,14 +87,23 @@ type Trainer struct {
 	snapshot             snapshot    // the state before the step in flight (multi-replica runs)
 	overlapOn            bool        // communicate gradients during backward when the sync can
 	gOverlap, dOverlap   *overlap
+	dev                  ops.Device  // nil: the host
+	bufHost              [][]float32 // BatchNorm statistics copied to the host for syncBuffers
 }
 
 // WithOverlap turns on or off averaging gradient buckets while backward still runs (when
 // the world's GradSync is a BucketSync). Defaults to on.
 func WithOverlap(on bool) Option { return func(t *Trainer) { t.overlapOn = on } }
 
-// Close releases the run's log file.
-func (t *Trainer) Close() error { return t.logFile.Close() }
+// Close releases the run's log file and the device.
+func (t *Trainer) Close() error {
+	err := t.logFile.Close()
+	if t.dev != nil {
+		err = errors.Join(err, t.dev.Close())
+		t.dev = nil
+	}
+	return err
+}
 
 // Option configures a Trainer.
 type Option func(*Trainer)
@@ -130,6 +139,19 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 	}
 	if cfg.Threads > 0 {
 		ops.SetThreads(cfg.Threads)
+	}
+	if cfg.Device == DeviceCUDA {
+		d, err := OpenDevice(cfg.Device)
+		if err != nil {
+			return nil, err
+		}
+		t.dev = d
+		// Until New succeeds nobody else will close the device.
+		defer func() {
+			if t.logFile == nil && t.dev != nil {
+				t.dev.Close()
+			}
+		}()
 	}
 	initRNG := ops.NewRNG(cfg.Seed)
 	t.rng = ops.NewRNG(cfg.Seed ^ 0x9e3779b97f4a7c15)
@@ -170,6 +192,18 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 			return nil, err
 		}
 	}
+	if t.dev != nil {
+		// Built and initialized (or loaded) on the host, as on the CPU, then moved once:
+		// both devices start from the same weights.
+		for _, m := range []models.Module{t.gA, t.gB, t.dA, t.dB, t.teacherA, t.teacherB} {
+			if m != nil {
+				models.MoveTo(m, t.dev)
+			}
+		}
+		if err := t.dev.Err(); err != nil {
+			return nil, fmt.Errorf("--device cuda: moving the networks: %w", err)
+		}
+	}
 	adam := ops.AdamConfig{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: 0.999, Eps: 1e-8}
 	var gNets, dNets []namedNet
 	for _, n := range t.nets() {
@@ -180,7 +214,7 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 		}
 	}
 	t.optG, t.optD = newOptimizer(adam, gNets), newOptimizer(adam, dNets)
-	t.gOverlap, t.dOverlap = newOverlap(t.gParams), newOverlap(t.dParams)
+	t.gOverlap, t.dOverlap = newOverlap(t.gParams, t.dev), newOverlap(t.dParams, t.dev)
 
 	dcfg := data.DefaultPix2PixConfig(cfg.Data)
 	if cfg.Task == CycleGAN {
@@ -363,8 +397,8 @@ func (t *Trainer) runEpoch(ctx context.Context) error {
 
 // trainStep runs one optimization step of the task on batch b.
 func (t *Trainer) trainStep(b *data.Batch) (StepReport, error) {
-	t.realA = fillTensor(t.realA, b.A, b.AShape)
-	t.realB = fillTensor(t.realB, b.B, b.BShape)
+	t.realA = fillTensor(t.dev, t.realA, b.A, b.AShape)
+	t.realB = fillTensor(t.dev, t.realB, b.B, b.BShape)
 	t.tape.Reset()
 	var rep StepReport
 	var err error
@@ -379,15 +413,21 @@ func (t *Trainer) trainStep(b *data.Batch) (StepReport, error) {
 			return rep, fmt.Errorf("%w: %s = %v at step %d; lower --lr or --alpha, or resume from the last checkpoint", ErrDiverged, l.Name, l.Value, t.step+1)
 		}
 	}
+	if err == nil && t.dev != nil {
+		// Launches are asynchronous: a fault of this step's kernels shows here at the latest
+		// (reading the losses above already waited for them).
+		err = t.dev.Err()
+	}
 	return rep, err
 }
 
-// fillTensor copies a batch into a persistent input tensor, reallocating only on a new shape.
-func fillTensor(dst *ops.Tensor, src []float32, shape [4]int) *ops.Tensor {
-	if dst == nil || len(dst.Data) != len(src) || dst.Shape[0] != shape[0] || dst.Shape[1] != shape[1] || dst.Shape[2] != shape[2] {
-		dst = ops.New(shape[0], shape[1], shape[2], shape[3])
+// fillTensor copies a batch into a persistent input tensor on dev (nil: the host),
+// reallocating only on a new shape.
+func fillTensor(dev ops.Device, dst *ops.Tensor, src []float32, shape [4]int) *ops.Tensor {
+	if dst == nil || dst.Numel() != len(src) || dst.Shape[0] != shape[0] || dst.Shape[1] != shape[1] || dst.Shape[2] != shape[2] {
+		dst = ops.NewOn(dev, shape[0], shape[1], shape[2], shape[3])
 	}
-	copy(dst.Data, src)
+	dst.CopyFromHost(src)
 	return dst
 }
 
@@ -425,7 +465,18 @@ func (t *Trainer) syncBuffers(rep *StepReport) error {
 	t.syncBufs = t.syncBufs[:0]
 	for _, n := range t.nets() {
 		for _, b := range n.net.Buffers() {
-			t.syncBufs = append(t.syncBufs, b.Data)
+			if t.dev == nil {
+				t.syncBufs = append(t.syncBufs, b.Data)
+				continue
+			}
+			// A few hundred floats per network: plain copies, no bucket.
+			i := len(t.syncBufs)
+			if i == len(t.bufHost) {
+				t.bufHost = append(t.bufHost, nil)
+			}
+			t.bufHost[i] = append(t.bufHost[i][:0], make([]float32, b.Numel())...)
+			b.CopyToHost(t.bufHost[i])
+			t.syncBufs = append(t.syncBufs, t.bufHost[i])
 		}
 	}
 	if len(t.syncBufs) == 0 {
@@ -433,6 +484,15 @@ func (t *Trainer) syncBuffers(rep *StepReport) error {
 	}
 	t0 := time.Now()
 	err := t.world.Sync.Average(t.syncBufs)
+	if err == nil && t.dev != nil {
+		i := 0
+		for _, n := range t.nets() {
+			for _, b := range n.net.Buffers() {
+				b.CopyFromHost(t.syncBufs[i])
+				i++
+			}
+		}
+	}
 	rep.SyncTime += time.Since(t0)
 	return err
 }
@@ -450,7 +510,36 @@ func setRequiresGrad(params []*ops.Tensor, on bool) {
 	}
 }
 
-func value(t *ops.Tensor) float64 { return float64(t.Data[0]) }
+// value reads a scalar loss for the log: on a device, a 4-byte copy that waits for the step.
+func value(t *ops.Tensor) float64 {
+	if !t.OnDevice() {
+		return float64(t.Data[0])
+	}
+	var v [1]float32
+	t.CopyToHost(v[:])
+	return float64(v[0])
+}
+
+// OpenDevice opens what a --device flag names: nil for cpu (or ""), GPU 0 for cuda, or an
+// error that names the flag and, in a build without CUDA, says how to get one. The device
+// belongs to the calling goroutine (see Config.Device).
+func OpenDevice(name string) (ops.Device, error) {
+	switch name {
+	case "", DeviceCPU:
+		return nil, nil
+	case DeviceCUDA:
+	default:
+		return nil, fmt.Errorf("%w: --device %q: use cpu or cuda", ErrConfig, name)
+	}
+	d, err := ops.OpenDevice(DeviceCUDA, 0)
+	if errors.Is(err, ops.ErrNoBackend) {
+		return nil, fmt.Errorf("%w: --device cuda: this binary was built without CUDA; build it with `go build -tags cuda ./cmd/wkd` on a machine with the CUDA toolkit (or eval \"$(bash scripts/cuda-deps.sh)\" first; see the Makefile's cuda-check)", ErrConfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--device cuda: %w", err)
+	}
+	return d, nil
+}
 
 func (t *Trainer) report(rep StepReport) {
 	if t.observer != nil {

@@ -21,6 +21,7 @@ func TestBadFlagsNameTheFlag(t *testing.T) {
 		{"missing dataset", []string{"train", "--data", filepath.Join(dir, "nowhere"), "--out", out}, "nowhere"},
 		{"batch size", []string{"train", "--batch-size", "0", "--data", dir, "--out", out}, "--batch-size"},
 		{"gan mode", []string{"train", "--gan-mode", "wgan", "--data", dir, "--out", out}, "--gan-mode"},
+		{"device", []string{"distill", "--device", "tpu", "--data", dir, "--out", out}, "--device"},
 		{"kd kind", []string{"distill", "--kd", "feature", "--data", dir, "--out", out}, "--kd"},
 		{"kd loss", []string{"distill", "--kd-loss", "huber", "--data", dir, "--out", out}, "--kd-loss"},
 		{"levels", []string{"distill", "--levels", "0", "--data", dir, "--out", out}, "--levels"},

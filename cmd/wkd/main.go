@@ -9,6 +9,10 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	// The CUDA backend of --device cuda registers itself here in builds with -tags cuda; in
+	// the default build the package is empty and the flag explains how to get it.
+	_ "wkd/ops/cuda"
 )
 
 // command is one subcommand of wkd. Each lives in its own file and registers itself in init.

@@ -38,11 +38,19 @@ func runTranslate(args []string) error {
 	fs.IntVar(&spec.OutputNC, "output-nc", 3, "output channels with --weights")
 	in := fs.String("input", "", "folder of PNG or JPEG images to translate")
 	out := fs.String("out", "translated", "folder for the outputs (PNG, same names)")
+	device := fs.String("device", trainer.DeviceCPU, "cpu|cuda: where the generator runs; cuda (GPU 0) needs a binary built with -tags cuda")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *in == "" {
 		return errors.New("--input: the folder of images to translate is required")
+	}
+	dev, err := trainer.OpenDevice(*device)
+	if err != nil {
+		return err
+	}
+	if dev != nil {
+		defer dev.Close()
 	}
 	var path string
 	switch {
@@ -73,6 +81,13 @@ func runTranslate(args []string) error {
 	if _, err := models.Load(path, g); err != nil {
 		return err
 	}
+	var tp *ops.Tape
+	if dev != nil {
+		models.MoveTo(g, dev)
+		// One arena reused image after image: device memory is not left to the collector.
+		tp = ops.NewTape()
+		tp.SetNoGrad(true)
+	}
 	files, err := imageFiles(*in)
 	if err != nil {
 		return err
@@ -88,7 +103,19 @@ func runTranslate(args []string) error {
 		if _, err := models.CountMACs(spec, x.Shape[2], x.Shape[3]); err != nil {
 			return fmt.Errorf("%s: %w (resize it, or train at a size that fits)", f, err)
 		}
-		y := g.Forward(nil, x, false)
+		if dev != nil {
+			tp.Reset()
+			xd := tp.AllocOn(dev, x.Shape...)
+			xd.CopyFromHost(x.Data)
+			x = xd
+		}
+		y := g.Forward(tp, x, false)
+		if dev != nil {
+			y = ops.FromData(y.HostData(), y.Shape...)
+			if err := dev.Err(); err != nil {
+				return fmt.Errorf("--device cuda: %w", err)
+			}
+		}
 		name := strings.TrimSuffix(filepath.Base(f), filepath.Ext(f)) + ".png"
 		if err := writeImage(filepath.Join(*out, name), y); err != nil {
 			return err

@@ -18,6 +18,9 @@
 //     and N terms, in no fixed order).
 //   - Gradient buckets (NewBucket) are one device allocation with a pinned host mirror, moved
 //     in one copy each way, for the all-reduce.
+//   - Device.Backend is the same Device as a wkd/ops Device (backend.go): ops' tensors, tape
+//     and models run on it. The package registers it as "cuda" (ops.OpenDevice), so importing
+//     it is what gives a binary `--device cuda`.
 //
 // Dimension letters: N batch, C channels in, K channels out, H/W height/width, KH/KW kernel.
 //

@@ -12,8 +12,8 @@ import (
 	"wkd/ops"
 )
 
-// One WKD distillation step composed directly from this package's kernels (the trainer does
-// not run on this backend yet): frozen teacher ResNet-9 (ngf 64) forward without gradient,
+// One WKD distillation step composed directly from this package's kernels, without the tape
+// (the trainer's --device cuda path goes through wkd/ops and Backend instead): frozen teacher ResNet-9 (ngf 64) forward without gradient,
 // student ResNet-9 (ngf 16), 70x70 PatchGAN (ndf 64, instance norm), LSGAN losses, the WKD loss
 // on 3 Haar levels (L1 on every high band, never LL), and Adam on D and G. scripts/device-check.sh
 // times the same step in PyTorch and prints the ratio.
