@@ -299,35 +299,9 @@ func (a *Adam) State() map[string][]float32 {
 // SetState loads what State returned. Every key must name a parameter of this optimizer with
 // the right size; a parameter without entries starts fresh. Nothing changes on error.
 func (a *Adam) SetState(state map[string][]float32) error {
-	steps := make([]int, len(a.params))
-	for key, val := range state {
-		kind, name, ok := strings.Cut(key, "/")
-		i, known := a.byName[name]
-		if !ok || !known {
-			return fmt.Errorf("%w: %q names no parameter of this optimizer (was the checkpoint made for another model?)", ErrOptimizerState, key)
-		}
-		want := a.params[i].p.Numel()
-		switch kind {
-		case "step":
-			if len(val) != 1 || val[0] < 1 || val[0] != float32(int(val[0])) {
-				return fmt.Errorf("%w: %q = %v, want one positive whole number", ErrOptimizerState, key, val)
-			}
-			steps[i] = int(val[0])
-			want = 1
-		case "exp_avg", "exp_avg_sq":
-		default:
-			return fmt.Errorf("%w: %q: unknown state %q (want step, exp_avg or exp_avg_sq)", ErrOptimizerState, key, kind)
-		}
-		if len(val) != want {
-			return fmt.Errorf("%w: %q has %d values, the parameter needs %d", ErrOptimizerState, key, len(val), want)
-		}
-	}
-	for i, st := range a.params {
-		_, hasM := state["exp_avg/"+st.name]
-		_, hasV := state["exp_avg_sq/"+st.name]
-		if (steps[i] > 0) != hasM || hasM != hasV {
-			return fmt.Errorf("%w: parameter %q has only part of its state (step, exp_avg, exp_avg_sq go together)", ErrOptimizerState, st.name)
-		}
+	steps, err := a.checkState(state)
+	if err != nil {
+		return err
 	}
 	a.steps = 0
 	for i := range a.params {
@@ -341,6 +315,48 @@ func (a *Adam) SetState(state map[string][]float32) error {
 		a.steps = max(a.steps, st.step)
 	}
 	return nil
+}
+
+// CheckState reports the error SetState would return for state, changing nothing: a caller
+// loading several optimizers checks them all before setting any.
+func (a *Adam) CheckState(state map[string][]float32) error {
+	_, err := a.checkState(state)
+	return err
+}
+
+// checkState validates state and returns each parameter's step count.
+func (a *Adam) checkState(state map[string][]float32) ([]int, error) {
+	steps := make([]int, len(a.params))
+	for key, val := range state {
+		kind, name, ok := strings.Cut(key, "/")
+		i, known := a.byName[name]
+		if !ok || !known {
+			return nil, fmt.Errorf("%w: %q names no parameter of this optimizer (was the checkpoint made for another model?)", ErrOptimizerState, key)
+		}
+		want := a.params[i].p.Numel()
+		switch kind {
+		case "step":
+			if len(val) != 1 || val[0] < 1 || val[0] != float32(int(val[0])) {
+				return nil, fmt.Errorf("%w: %q = %v, want one positive whole number", ErrOptimizerState, key, val)
+			}
+			steps[i] = int(val[0])
+			want = 1
+		case "exp_avg", "exp_avg_sq":
+		default:
+			return nil, fmt.Errorf("%w: %q: unknown state %q (want step, exp_avg or exp_avg_sq)", ErrOptimizerState, key, kind)
+		}
+		if len(val) != want {
+			return nil, fmt.Errorf("%w: %q has %d values, the parameter needs %d", ErrOptimizerState, key, len(val), want)
+		}
+	}
+	for i, st := range a.params {
+		_, hasM := state["exp_avg/"+st.name]
+		_, hasV := state["exp_avg_sq/"+st.name]
+		if (steps[i] > 0) != hasM || hasM != hasV {
+			return nil, fmt.Errorf("%w: parameter %q has only part of its state (step, exp_avg, exp_avg_sq go together)", ErrOptimizerState, st.name)
+		}
+	}
+	return steps, nil
 }
 
 // AdamSnapshot holds an Adam's state for an in-memory rollback; its buffers are reused by

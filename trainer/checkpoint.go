@@ -263,14 +263,26 @@ func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor,
 			pools[prefix] = append(pools[prefix], name)
 		}
 	}
-	if err := t.optG.SetState(opt["optG"]); err != nil {
+	for _, c := range []struct {
+		name string
+		opt  *optimizer
+	}{{"optG", t.optG}, {"optD", t.optD}} {
+		if err := c.opt.CheckState(opt[c.name]); err != nil {
+			return fmt.Errorf("%s: %s: %w", path, c.name, err)
+		}
+	}
+	if err := ops.NewRNG(0).SetState(rngState); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
+	}
+	// Checked: from here on nothing fails.
+	if err := t.optG.SetState(opt["optG"]); err != nil {
+		panic("trainer: optG state changed after its check: " + err.Error())
 	}
 	if err := t.optD.SetState(opt["optD"]); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		panic("trainer: optD state changed after its check: " + err.Error())
 	}
 	if err := t.rng.SetState(rngState); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		panic("trainer: random state changed after its check: " + err.Error())
 	}
 	for _, n := range t.nets() {
 		for _, p := range n.net.State() {

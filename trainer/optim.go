@@ -1,6 +1,8 @@
 package trainer
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 
 	"wkd/ops"
@@ -54,26 +56,46 @@ func (o *optimizer) State() map[string][]float32 {
 	return out
 }
 
-// SetState loads what State returned.
+// SetState loads what State returned; nothing changes on error.
 func (o *optimizer) SetState(s map[string][]float32) error {
+	per, err := o.checkState(s)
+	if err != nil {
+		return err
+	}
+	for i, a := range o.adams {
+		if err := a.SetState(per[i]); err != nil {
+			panic("trainer: optimizer state changed after its check: " + err.Error())
+		}
+	}
+	return nil
+}
+
+// CheckState reports the error SetState would return, changing nothing.
+func (o *optimizer) CheckState(s map[string][]float32) error {
+	_, err := o.checkState(s)
+	return err
+}
+
+// checkState splits s by network and checks each part against that network's Adam.
+func (o *optimizer) checkState(s map[string][]float32) ([]map[string][]float32, error) {
 	per := make([]map[string][]float32, len(o.adams))
 	for i := range per {
 		per[i] = map[string][]float32{}
 	}
 	for k, v := range s {
 		net, rest, _ := strings.Cut(k, "/")
-		for i, n := range o.names {
-			if n == net {
-				per[i][rest] = v
-			}
+		i := slices.Index(o.names, net)
+		if i < 0 {
+			return nil, fmt.Errorf("%w: %q belongs to no network of this run (%s)", ops.ErrOptimizerState, k, strings.Join(o.names, ", "))
 		}
+		per[i][rest] = v
 	}
 	for i, a := range o.adams {
-		if err := a.SetState(per[i]); err != nil {
-			return err
+		if err := a.CheckState(per[i]); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.names[i], err)
 		}
 	}
-	return nil
+	return per, nil
 }
 
 // saveTo and restoreFrom keep an in-memory copy of every Adam's state (rollback).

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -310,5 +311,40 @@ func TestInterruptWritesACheckpoint(t *testing.T) {
 		if got := len(all) == 1 && strings.HasSuffix(all[0], "step-00000002.safetensors"); got != wantCkpt {
 			t.Errorf("cause %v: checkpoints %v, want one at step 2: %v", cause, all, wantCkpt)
 		}
+	}
+}
+
+// TestRefusedStateChangesNothing: a state whose discriminator optimizer is damaged is refused
+// before the generator's optimizer (checked and loaded first) is touched.
+func TestRefusedStateChangesNothing(t *testing.T) {
+	data := writeAligned(t, 6, 16)
+	a := runFor(t, tinyPix2Pix(data, filepath.Join(t.TempDir(), "a")), 2, false)
+	b := runFor(t, tinyPix2Pix(data, filepath.Join(t.TempDir(), "b")), 4, false)
+	tensors, meta := b.state()
+	dropped := ""
+	for name := range tensors {
+		if strings.HasPrefix(name, "optD/") && strings.Contains(name, "/exp_avg_sq/") {
+			dropped = name
+			delete(tensors, name)
+			break
+		}
+	}
+	if dropped == "" {
+		t.Fatal("the state has no exp_avg_sq entry of optD")
+	}
+	before := a.optG.State()
+	stepBefore := a.step
+	err := a.applyState("test state", tensors, meta)
+	if err == nil || !strings.Contains(err.Error(), "optD") {
+		t.Fatalf("a state without %s: error %v, want one naming optD", dropped, err)
+	}
+	after := a.optG.State()
+	for k, v := range before {
+		if !slices.Equal(v, after[k]) {
+			t.Fatalf("optG %s changed although the state was refused", k)
+		}
+	}
+	if a.step != stepBefore {
+		t.Fatalf("step %d after a refused state, was %d", a.step, stepBefore)
 	}
 }
