@@ -379,6 +379,15 @@ func (r *Reducer) wait(ctx context.Context, done func() bool) error {
 	}
 }
 
+// Abort ends the running all-reduce with err (ErrAborted if nil) and tells every peer: this
+// rank cannot hand over the rest of its buckets. Nothing happens when none is running.
+func (r *Reducer) Abort(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ring.Abort(err)
+	r.flushLocked()
+}
+
 // AllReduce averages buckets in place across the ranks of generation gen: Begin, Submit each
 // bucket, Wait.
 func (r *Reducer) AllReduce(ctx context.Context, gen, step uint64, buckets [][]float32) error {

@@ -20,6 +20,12 @@ func Save(path string, m Module, meta map[string]string) error {
 	for _, t := range m.State() {
 		tensors[t.Name] = safetensors.Tensor{Shape: t.Shape, Data: t.HostData()}
 	}
+	for _, t := range m.State() {
+		// A failed device's downloads leave zeros: write no file that looks like weights.
+		if d := t.Device(); d != nil && d.Err() != nil {
+			return fmt.Errorf("%s not written: reading %q from %s: %w", path, t.Name, d.Name(), d.Err())
+		}
+	}
 	all := map[string]string{metaSpec: m.Spec().String()}
 	maps.Copy(all, meta)
 	return safetensors.WriteFile(path, tensors, all)

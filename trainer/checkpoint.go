@@ -42,12 +42,16 @@ func (t *Trainer) checkpointPath(step int64) string {
 // temporary name and renamed, and older checkpoints beyond KeepCheckpoints are removed only
 // after the new one is in place.
 func (t *Trainer) checkpoint() error {
-	tensors, meta := t.state()
+	path := t.checkpointPath(t.step)
+	tensors, meta, err := t.state()
+	if err != nil {
+		// Nothing written and nothing rotated: the previous checkpoints stay to resume from.
+		return fmt.Errorf("checkpoint %s not written: %w", path, err)
+	}
 	dir := filepath.Join(t.cfg.Dir, ckptDir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	path := t.checkpointPath(t.step)
 	if err := safetensors.WriteFile(path, tensors, meta); err != nil {
 		return fmt.Errorf("writing checkpoint: %w", err)
 	}
@@ -68,7 +72,7 @@ func (t *Trainer) checkpoint() error {
 
 // state is the whole training state as named tensors and metadata, checksummed: what a
 // checkpoint holds and what a joining replica receives.
-func (t *Trainer) state() (map[string]safetensors.Tensor, map[string]string) {
+func (t *Trainer) state() (map[string]safetensors.Tensor, map[string]string, error) {
 	tensors := map[string]safetensors.Tensor{}
 	for _, n := range t.nets() {
 		for _, p := range n.net.State() {
@@ -88,6 +92,10 @@ func (t *Trainer) state() (map[string]safetensors.Tensor, map[string]string) {
 			tensors[fmt.Sprintf("%s/%06d", name, i)] = safetensors.Tensor{Shape: pool.shape[:], Data: img.HostData()}
 		}
 	}
+	// A failed device downloads nothing (zeros): such a state must not get a checksum.
+	if err := t.deviceErr(t.step); err != nil {
+		return nil, nil, err
+	}
 	pos, _ := json.Marshal(t.at)
 	cfg, _ := json.Marshal(t.cfg)
 	meta := map[string]string{
@@ -97,14 +105,17 @@ func (t *Trainer) state() (map[string]safetensors.Tensor, map[string]string) {
 		metaConfig:   string(cfg),
 	}
 	meta[metaSum] = checksum(tensors, meta)
-	return tensors, meta
+	return tensors, meta, nil
 }
 
 // StateBytes encodes the whole training state (safetensors), for a replica that joins.
 func (t *Trainer) StateBytes() ([]byte, error) {
-	tensors, meta := t.state()
+	tensors, meta, err := t.state()
+	if err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
-	err := safetensors.Encode(&buf, tensors, meta)
+	err = safetensors.Encode(&buf, tensors, meta)
 	return buf.Bytes(), err
 }
 
@@ -308,6 +319,11 @@ func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor,
 		}
 	}
 	t.step, t.at = step, at
+	if t.dev != nil {
+		if err := t.dev.Err(); err != nil {
+			return fmt.Errorf("%w: --device %s: loading %s: %w", ErrDevice, t.cfg.Device, path, err)
+		}
+	}
 	return nil
 }
 

@@ -18,6 +18,10 @@ var (
 	// ErrStepAborted wraps a synchronization failure: the step was rolled back, and the run
 	// can continue from Step() once the world is settled (SetWorld, maybe LoadStateBytes).
 	ErrStepAborted = errors.New("trainer: step aborted")
+	// ErrDevice wraps a fault of the --device: its errors are sticky (every later launch and
+	// copy does nothing), so the run stops without sending gradients or writing a checkpoint;
+	// resume from the last checkpoint in a new process.
+	ErrDevice = errors.New("trainer: the device failed")
 	// ErrWorldChanged is the cancellation cause a cluster member gives Run's context when the
 	// view ends under it: Run then stops without the checkpoint an interrupt writes.
 	ErrWorldChanged = errors.New("trainer: the world changed")

@@ -17,6 +17,13 @@ type BucketSync interface {
 	Wait() error
 }
 
+// Aborter is a BucketSync that can end the all-reduce it began, telling every peer, when this
+// replica cannot hand over all of the step's buckets (its device failed). It is called from
+// the trainer's goroutine, while no Submit runs.
+type Aborter interface {
+	Abort(err error)
+}
+
 // bucketFloats is the size a bucket is filled to before it is handed over: large enough that
 // per-message costs vanish, small enough that the first bucket leaves early in backward.
 // A variable so that tests can make buckets small enough to split tiny networks.
@@ -129,9 +136,21 @@ func (o *overlap) toHost(b int) {
 
 func (o *overlap) submit(b int) {
 	o.sent[b] = true
-	if o.err == nil {
-		o.err = o.sync.Submit(b, o.bufs[b])
+	if o.err != nil {
+		return
 	}
+	if o.dev != nil {
+		if err := o.dev.Err(); err != nil {
+			// A failed device copied nothing: the mirror still holds the last step's
+			// gradient. Send none of this step, and end it on every peer.
+			o.err = err
+			if a, ok := o.sync.(Aborter); ok {
+				a.Abort(err)
+			}
+			return
+		}
+	}
+	o.err = o.sync.Submit(b, o.bufs[b])
 }
 
 // finish hands over what backward did not reach (unused or frozen parameters, whose
@@ -221,6 +240,9 @@ func (t *Trainer) syncDeviceGrads(o *overlap, rep *StepReport) error {
 	for b := range o.pinned {
 		o.toHost(b)
 		t.syncBufs = append(t.syncBufs, o.bufs[b])
+	}
+	if err := t.deviceErr(t.step + 1); err != nil {
+		return err // the mirrors hold the last step's gradients: send nothing
 	}
 	err := t.world.Sync.Average(t.syncBufs)
 	if err == nil {

@@ -325,6 +325,9 @@ func (t *Trainer) Run(ctx context.Context) error {
 	for name, g := range t.Generators() {
 		p := filepath.Join(t.cfg.Dir, name+".safetensors")
 		if err := models.Save(p, g, map[string]string{"wkd.step": fmt.Sprint(t.step)}); err != nil {
+			if derr := t.deviceErr(t.step); derr != nil {
+				return fmt.Errorf("%s not written: %w", p, derr)
+			}
 			return err
 		}
 		t.log.Info().Str("path", p).Msg("saved generator")
@@ -373,7 +376,8 @@ func (t *Trainer) runEpoch(ctx context.Context) error {
 			err = t.syncBuffers(&rep)
 		}
 		if err != nil {
-			if distributed && !errors.Is(err, ErrDiverged) {
+			// A failed device cannot upload the snapshot back: nothing to roll back to.
+			if distributed && !errors.Is(err, ErrDiverged) && !errors.Is(err, ErrDevice) {
 				if rerr := t.restoreSnapshot(); rerr != nil {
 					return errors.Join(err, rerr)
 				}
@@ -413,12 +417,25 @@ func (t *Trainer) trainStep(b *data.Batch) (StepReport, error) {
 			return rep, fmt.Errorf("%w: %s = %v at step %d; lower --lr or --alpha, or resume from the last checkpoint", ErrDiverged, l.Name, l.Value, t.step+1)
 		}
 	}
-	if err == nil && t.dev != nil {
-		// Launches are asynchronous: a fault of this step's kernels shows here at the latest
-		// (reading the losses above already waited for them).
-		err = t.dev.Err()
+	// Launches are asynchronous: a fault of this step's kernels shows here at the latest
+	// (reading the losses above already waited for them). It also explains any other error
+	// of the step (a synchronizer refused because the device failed first).
+	if derr := t.deviceErr(t.step + 1); derr != nil {
+		err = derr
 	}
 	return rep, err
+}
+
+// deviceErr is the device's sticky error as the run reports it, naming the flag and the step
+// (nil on the host or while the device is sound).
+func (t *Trainer) deviceErr(step int64) error {
+	if t.dev == nil {
+		return nil
+	}
+	if err := t.dev.Err(); err != nil {
+		return fmt.Errorf("%w: --device %s: step %d: %w", ErrDevice, t.cfg.Device, step, err)
+	}
+	return nil
 }
 
 // fillTensor copies a batch into a persistent input tensor on dev (nil: the host),
@@ -481,6 +498,9 @@ func (t *Trainer) syncBuffers(rep *StepReport) error {
 	}
 	if len(t.syncBufs) == 0 {
 		return nil
+	}
+	if err := t.deviceErr(t.step + 1); err != nil {
+		return err // the downloads did nothing: send no stale statistics
 	}
 	t0 := time.Now()
 	err := t.world.Sync.Average(t.syncBufs)

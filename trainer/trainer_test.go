@@ -320,7 +320,10 @@ func TestRefusedStateChangesNothing(t *testing.T) {
 	data := writeAligned(t, 6, 16)
 	a := runFor(t, tinyPix2Pix(data, filepath.Join(t.TempDir(), "a")), 2, false)
 	b := runFor(t, tinyPix2Pix(data, filepath.Join(t.TempDir(), "b")), 4, false)
-	tensors, meta := b.state()
+	tensors, meta, err := b.state()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dropped := ""
 	for name := range tensors {
 		if strings.HasPrefix(name, "optD/") && strings.Contains(name, "/exp_avg_sq/") {
@@ -334,7 +337,7 @@ func TestRefusedStateChangesNothing(t *testing.T) {
 	}
 	before := a.optG.State()
 	stepBefore := a.step
-	err := a.applyState("test state", tensors, meta)
+	err = a.applyState("test state", tensors, meta)
 	if err == nil || !strings.Contains(err.Error(), "optD") {
 		t.Fatalf("a state without %s: error %v, want one naming optD", dropped, err)
 	}

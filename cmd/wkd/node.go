@@ -512,6 +512,10 @@ func (s *reducerSync) Submit(b int, data []float32) error { return s.red.Submit(
 
 func (s *reducerSync) Wait() error { return s.red.Wait(s.ctx) }
 
+// Abort makes reducerSync a trainer.Aborter: a replica whose device failed mid-backward ends
+// the step on every peer at once instead of leaving them to time out.
+func (s *reducerSync) Abort(err error) { s.red.Abort(err) }
+
 // exchange gathers every rank's step through the all-reduce: rank r writes its step, byte by
 // byte, into its own slots; the mean times the world size gives each byte back exactly.
 func (s *reducerSync) exchange(step int64, rank, size int) ([]int64, error) {
