@@ -1,10 +1,13 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"wkd/trainer"
 )
 
 // TestBadFlagsNameTheFlag runs commands in-process with bad flags: each must fail with an
@@ -92,5 +95,41 @@ func TestHelpExitsZero(t *testing.T) {
 	failing := command{name: "x", run: func([]string) error { return os.ErrNotExist }}
 	if code := exitCode(failing, nil); code != 1 {
 		t.Errorf("a failing command: exit status %d, want 1", code)
+	}
+}
+
+// --resume without --device continues where the run was saved (a cuda run stays on cuda); an
+// explicit --device moves it; a new run without --device is on the cpu.
+func TestResumeKeepsTheSavedDevice(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	saved := trainer.DefaultPix2Pix()
+	saved.Dir, saved.Device = dir, trainer.DeviceCUDA
+	if err := saved.Save(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--out", dir, "--resume"}, trainer.DeviceCUDA},
+		{[]string{"--out", dir, "--resume-from", "x.safetensors"}, trainer.DeviceCUDA},
+		{[]string{"--out", dir, "--resume", "--device", "cpu"}, trainer.DeviceCPU},
+		{[]string{"--out", dir}, trainer.DeviceCPU},
+		{[]string{"--out", dir, "--device", "cuda"}, trainer.DeviceCUDA},
+	}
+	for _, c := range cases {
+		fs := flag.NewFlagSet("train", flag.ContinueOnError)
+		f, err := newRunFlags(c.args, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bindRunFlags(fs, &f, false)
+		cfg, err := parseRun(fs, &f, c.args, false)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if cfg.Device != c.want {
+			t.Errorf("wkd train %s: device %q, want %q", strings.Join(c.args, " "), cfg.Device, c.want)
+		}
 	}
 }

@@ -99,7 +99,7 @@ func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
 	fs.IntVar(&c.LogEvery, "log-every", c.LogEvery, "log losses every N steps")
 	fs.IntVar(&c.MaxSteps, "max-steps", 0, "stop after N steps in all (0: run every epoch)")
 	fs.IntVar(&c.Threads, "threads", 0, "compute threads (0: all cores)")
-	fs.StringVar(&c.Device, "device", trainer.DeviceCPU, "cpu|cuda: where networks, activations and optimizer state live; cuda (GPU 0) needs a binary built with -tags cuda")
+	fs.StringVar(&c.Device, "device", "", "cpu|cuda: where networks, activations and optimizer state live; cuda (GPU 0) needs a binary built with -tags cuda (default cpu for a new run; with --resume, the device the run was saved with)")
 	fs.BoolVar(&f.resume, "resume", false, "continue from the newest checkpoint in --out")
 	fs.StringVar(&f.resumeFrom, "resume-from", "", "continue from this checkpoint file")
 	fs.StringVar(&f.logFormat, "log-format", "auto", "console|json|auto (console on a terminal)")
@@ -271,9 +271,16 @@ func (f *runFlags) resolve(distill bool) (trainer.Config, error) {
 			return cfg, fmt.Errorf("--resume: %w", err)
 		}
 		// The folder is where it is now (it may have been copied or moved since).
-		// Where it computes is not part of the run: a run may continue on another device.
-		saved.MaxSteps, saved.Threads, saved.Dir, saved.Device = cfg.MaxSteps, cfg.Threads, cfg.Dir, cfg.Device
+		saved.MaxSteps, saved.Threads, saved.Dir = cfg.MaxSteps, cfg.Threads, cfg.Dir
+		// Where it computes is not part of the run: an explicit --device moves it, and
+		// without one it stays where it was saved (never silently from a GPU to the CPU).
+		if cfg.Device != "" {
+			saved.Device = cfg.Device
+		}
 		cfg = saved
+	}
+	if cfg.Device == "" {
+		cfg.Device = trainer.DeviceCPU
 	}
 	return cfg, nil
 }
