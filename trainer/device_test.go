@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"testing"
 
 	"wkd/models"
@@ -154,34 +155,43 @@ func relErr(a, b []float32) float64 {
 	return num / den
 }
 
-// echoSync is the synchronizer of a world whose other replicas hold the same values: Average
-// leaves them as they are. It records what it is handed, in order, one entry per call (or per
-// bucket), so that what a device sends through its pinned buckets can be compared with what
-// the host sends.
-type echoSync struct{ got [][]float32 }
+// shiftSync is the synchronizer of a world whose other replicas make every average x/2 + 1/4:
+// it changes the values in place, so a device that did not copy the averages back from its
+// pinned mirrors ends elsewhere than the CPU. It records, in order, what it is handed (before
+// the change), one entry per call (or per bucket), and the length of every slice it gets: the
+// framing the all-reduce sees, which must be the same on every replica of a cluster.
+type shiftSync struct {
+	got  [][]float32
+	lens [][]int
+}
 
-func (e *echoSync) Average(values [][]float32) error {
+func (e *shiftSync) record(values ...[]float32) {
 	var all []float32
+	var lens []int
 	for _, v := range values {
 		all = append(all, v...)
+		lens = append(lens, len(v))
+		for i := range v {
+			v[i] = v[i]*0.5 + 0.25
+		}
 	}
-	e.got = append(e.got, all)
-	return nil
+	e.got, e.lens = append(e.got, all), append(e.lens, lens)
 }
 
-type echoBuckets struct{ echoSync }
+func (e *shiftSync) Average(values [][]float32) error { e.record(values...); return nil }
 
-func (e *echoBuckets) Begin(int) error { return nil }
-func (e *echoBuckets) Submit(_ int, data []float32) error {
-	e.got = append(e.got, append([]float32(nil), data...))
-	return nil
-}
-func (e *echoBuckets) Wait() error { return nil }
+type shiftBuckets struct{ shiftSync }
+
+func (e *shiftBuckets) Begin(int) error                    { return nil }
+func (e *shiftBuckets) Submit(_ int, data []float32) error { e.record(data); return nil }
+func (e *shiftBuckets) Wait() error                        { return nil }
 
 // As rank 0 of two, with a global batch of 3 (a share of 2: gradients weighted by 4/3), the
 // device's gradients reach the synchronizer through its pinned buckets, whole groups or bucket
-// by bucket during backward, and come back: what it is handed and the weights after each run
-// match the CPU's within 1e-4 relative. Snapshots for rollback are taken every step.
+// by bucket during backward, and the changed averages come back: what it is handed is framed
+// as the CPU frames it (the same slices, of the same lengths, in the same order: a mixed cpu
+// and cuda cluster agrees), its values and the weights after each run match the CPU's within
+// 1e-4 relative. Snapshots for rollback are taken every step.
 // Not parallel: it shrinks the package's bucket size.
 func TestDeviceGradientBucketsMatchCPU(t *testing.T) {
 	const tol = 1e-4
@@ -194,17 +204,17 @@ func TestDeviceGradientBucketsMatchCPU(t *testing.T) {
 	t.Cleanup(func() { bucketFloats = was })
 	for _, overlap := range []bool{false, true} {
 		t.Run(fmt.Sprintf("overlap=%v", overlap), func(t *testing.T) {
-			run := func(device string) (*Trainer, [][]float32) {
+			run := func(device string) (*Trainer, *shiftSync) {
 				cfg := tinyPix2Pix(data, t.TempDir())
 				cfg.G = models.Spec{Kind: models.ResNet, NBlocks: 1, InputNC: 3, OutputNC: 3, NGF: 4, Norm: models.Batch}
 				cfg.BatchSize, cfg.MaxSteps, cfg.Device = 3, 2, device
 				var s GradSync
-				var rec *echoSync
+				var rec *shiftSync
 				if overlap {
-					b := &echoBuckets{}
-					s, rec = b, &b.echoSync
+					b := &shiftBuckets{}
+					s, rec = b, &b.shiftSync
 				} else {
-					rec = &echoSync{}
+					rec = &shiftSync{}
 					s = rec
 				}
 				tr, err := New(cfg, io.Discard, WithWorld(World{Rank: 0, Size: 2, Sync: s}), WithOverlap(overlap))
@@ -215,12 +225,20 @@ func TestDeviceGradientBucketsMatchCPU(t *testing.T) {
 				if err := tr.Run(t.Context()); err != nil {
 					t.Fatalf("--device %s: %v", device, err)
 				}
-				return tr, rec.got
+				return tr, rec
 			}
-			cpu, gc := run(DeviceCPU)
-			gpu, gg := run(DeviceCUDA)
+			cpu, rc := run(DeviceCPU)
+			gpu, rg := run(DeviceCUDA)
+			gc, gg := rc.got, rg.got
 			if len(gc) == 0 || len(gc) != len(gg) {
 				t.Fatalf("synchronizer calls: %d on cpu, %d on cuda", len(gc), len(gg))
+			}
+			framed := 0
+			for i := range rc.lens {
+				if !reflect.DeepEqual(rc.lens[i], rg.lens[i]) {
+					t.Fatalf("call %d: slices of lengths %v from cuda, %v from cpu", i, rg.lens[i], rc.lens[i])
+				}
+				framed += len(rc.lens[i])
 			}
 			worst := 0.0
 			for i := range gc {
@@ -242,7 +260,7 @@ func TestDeviceGradientBucketsMatchCPU(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%d synchronizer calls, worst rel err %.2e", len(gc), worst)
+			t.Logf("%d synchronizer calls, %d slices framed alike, worst rel err of what was sent %.2e", len(gc), framed, worst)
 		})
 	}
 }

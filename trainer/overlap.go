@@ -228,8 +228,10 @@ func (t *Trainer) syncGroup(o *overlap, started bool, rep *StepReport) error {
 }
 
 // syncDeviceGrads is syncGrads for gradients on a device: every bucket of the group is
-// weighted, copied to its pinned mirror in one transfer, averaged on the host as a whole, and
-// copied back in one transfer.
+// weighted and copied to its pinned mirror in one transfer, averaged on the host, and copied
+// back in one transfer. The synchronizer gets one slice of a mirror per parameter, in
+// syncGrads' order: the all-reduce frames what it is handed, so --device cpu and cuda
+// replicas of one cluster must hand it the same slices.
 func (t *Trainer) syncDeviceGrads(o *overlap, rep *StepReport) error {
 	if t.world.Sync == nil || t.world.Size == 1 {
 		return nil
@@ -239,7 +241,10 @@ func (t *Trainer) syncDeviceGrads(o *overlap, rep *StepReport) error {
 	t.syncBufs = t.syncBufs[:0]
 	for b := range o.pinned {
 		o.toHost(b)
-		t.syncBufs = append(t.syncBufs, o.bufs[b])
+	}
+	for i := len(o.params) - 1; i >= 0; i-- {
+		b, off := o.bucketOf[i], o.offset[i]
+		t.syncBufs = append(t.syncBufs, o.bufs[b][off:off+o.params[i].Numel()])
 	}
 	if err := t.deviceErr(t.step + 1); err != nil {
 		return err // the mirrors hold the last step's gradients: send nothing
