@@ -4,6 +4,7 @@ package models
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"wkd/ops"
@@ -176,4 +177,49 @@ func TestDeviceStepParity(t *testing.T) {
 	if err := dev.Err(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Init on a network already on the device draws on the host and uploads: the values are the
+// host Init's bit for bit, and gradients bound to a bucket stay bound (moving the network
+// there and back would have given each parameter a private gradient again).
+func TestDeviceInitKeepsBoundGradients(t *testing.T) {
+	dev := openTestDevice(t)
+	spec := Spec{Kind: PatchGAN, InputNC: 6, NDF: 4, Norm: Batch}
+	host, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Init(host, ops.NewRNG(7))
+	m, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	MoveTo(m, dev)
+	total := 0
+	for _, p := range m.Params() {
+		total += p.Numel()
+	}
+	bucket := dev.NewPinned(total)
+	defer bucket.Free()
+	off := 0
+	for _, p := range m.Params() {
+		p.BindGrad(bucket.Mem(), off)
+		off += p.Numel()
+	}
+	Init(m, ops.NewRNG(7))
+	hs, ms := host.State(), m.State()
+	for i := range hs {
+		if got := ms[i].HostData(); !slices.Equal(got, hs[i].Data) {
+			t.Fatalf("%s: Init on the device differs from Init on the host", hs[i].Name)
+		}
+	}
+	moved := func() (panicked bool) {
+		defer func() { panicked = recover() != nil }()
+		m.Params()[0].MoveTo(nil)
+		return false
+	}()
+	if !moved {
+		t.Fatal("after Init, the first parameter's gradient is no longer bound to the bucket")
+	}
+	t.Logf("%d state tensors initialized on the device as on the host, %d gradients still bound", len(hs), len(m.Params()))
 }

@@ -113,11 +113,21 @@ func (n *network) Forward(tp *ops.Tape, x *ops.Tensor, train bool) *ops.Tensor {
 // weights from N(1, 0.02), biases 0, running mean 0 and variance 1. Draws follow state_dict
 // order, so one seed gives one network.
 func Init(m Module, rng *ops.RNG) {
-	// The draws are the host's; a network on a device is initialized there and moved back.
-	d := Device(m)
-	MoveTo(m, nil)
-	m.(*network).root.init(rng)
-	MoveTo(m, d)
+	if Device(m) == nil {
+		m.(*network).root.init(rng)
+		return
+	}
+	// The draws are the host's: a host twin draws them and its values are uploaded, so the
+	// device tensors stay in place (a gradient bound to a bucket stays bound).
+	twin, err := Build(m.Spec())
+	if err != nil {
+		panic("models: Init: rebuilding " + m.Spec().String() + ": " + err.Error())
+	}
+	twin.(*network).root.init(rng)
+	from := twin.State()
+	for i, t := range m.State() {
+		t.CopyFromHost(from[i].Data)
+	}
 }
 
 // MoveTo moves every state tensor of m (parameters with their gradient buffers, and BatchNorm's

@@ -200,6 +200,9 @@ func (a *Adam) Step() {
 			bc1, bc2 := 1-math.Pow(b1, t), 1-math.Pow(b2, t)
 			j.negStep = float32(-lr / bc1)
 			j.bc2sqrt = float32(math.Sqrt(bc2))
+			if (st.dm != nil) != (st.p.dev != nil) {
+				panic("ops: Adam.Step: " + st.name + " was moved (MoveTo) after NewAdam; its moments stayed where they were made: move networks before making their optimizer")
+			}
 			if d := st.p.dev; d != nil {
 				d.AdamUpdate(st.p.buf(), st.p.gbuf(), st.moment(0), st.moment(1), AdamArgs{B1: j.b1, B2: j.b2,
 					C1: j.c1, C2: j.c2, Eps: j.eps, WeightDecay: j.wd, NegStep: j.negStep, BC2Sqrt: j.bc2sqrt})

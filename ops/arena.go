@@ -49,7 +49,17 @@ func (a *Arena) Zeros(shape ...int) *Tensor {
 
 // Reset makes every tensor handed out since the last Reset available again. Tensors from
 // before the Reset must not be used after it.
-func (a *Arena) Reset() { a.next, a.nextView, a.nextDev, a.nextDevView = 0, 0, 0, 0 }
+func (a *Arena) Reset() {
+	// A device view lets go of its owner (the collector may have it now) and of its memory,
+	// so a stale use fails loudly instead of reading or freeing what another tensor owns.
+	for _, t := range a.devViews[:a.nextDevView] {
+		if t.dgradKeep != nil { // a gradient the view allocated itself
+			t.dev.Free(t.dgradKeep)
+		}
+		t.dev, t.dmem, t.owner, t.dgrad, t.dgradKeep = nil, nil, nil, nil, nil
+	}
+	a.next, a.nextView, a.nextDev, a.nextDevView = 0, 0, 0, 0
+}
 
 // getDev is Get for a tensor on device d.
 func (a *Arena) getDev(d Device, shape ...int) *Tensor {
@@ -89,7 +99,11 @@ func (a *Arena) devView(x *Tensor) *Tensor {
 		a.devViews = append(a.devViews, t)
 	}
 	a.nextDevView++
-	t.dev, t.dmem = x.dev, x.dmem
+	owner := x
+	if x.owner != nil {
+		owner = x.owner
+	}
+	t.dev, t.dmem, t.owner, t.dmemCollected = x.dev, x.dmem, owner, false
 	t.Shape = append(t.Shape[:0], x.Shape...)
 	t.dgrad, t.dgradOff, t.dgradKeep, t.Name, t.requiresGrad = nil, 0, nil, "", false
 	return t

@@ -168,10 +168,15 @@ func NewOn(d Device, shape ...int) *Tensor {
 func NewLike(t *Tensor) *Tensor { return NewOn(t.dev, t.Shape...) }
 
 // MoveTo moves the tensor, and its gradient buffer when it has one, to d (nil: the host),
-// in place: parameters keep their identity, names and hooks.
+// in place: parameters keep their identity, names and hooks. It panics when the gradient is
+// bound to a bucket (BindGrad): the moved tensor would get a private gradient the bucket no
+// longer sees. An optimizer's moments stay where they were made: move before NewAdam.
 func (t *Tensor) MoveTo(d Device) {
 	if t.dev == d {
 		return
+	}
+	if t.gradBound() {
+		panic("ops: MoveTo: the gradient of " + t.String() + " is bound to a bucket (BindGrad); moving it would detach it from the bucket: move tensors before binding their gradients")
 	}
 	n := t.Numel()
 	if d == nil {
@@ -182,13 +187,13 @@ func (t *Tensor) MoveTo(d Device) {
 			grad = make([]float32, n)
 			t.dev.Download(grad, t.gbuf())
 		}
-		if !t.dmemCollected {
+		if !t.dmemCollected && t.owner == nil {
 			t.dev.Free(t.dmem)
 		}
 		if t.dgradKeep != nil {
 			t.dev.Free(t.dgradKeep)
 		}
-		t.dev, t.dmem, t.dgrad, t.dgradKeep, t.dmemCollected = nil, nil, nil, nil, false
+		t.dev, t.dmem, t.dgrad, t.dgradKeep, t.dmemCollected, t.owner = nil, nil, nil, nil, false, nil
 		t.Data, t.Grad = data, grad
 		return
 	}
@@ -293,6 +298,9 @@ func (t *Tensor) BindGrad(m DeviceMem, off int) {
 	if t.dev == nil {
 		panic("ops: BindGrad: " + t.String() + " is on the host")
 	}
+	if t.owner != nil {
+		panic("ops: BindGrad: " + t.String() + " is a view (Detach): gradients are bound on the tensors that own their memory")
+	}
 	dst := Buf{m, off, t.Shape}
 	if t.dgrad != nil {
 		t.dev.Copy(dst, t.gbuf())
@@ -304,6 +312,9 @@ func (t *Tensor) BindGrad(m DeviceMem, off int) {
 	}
 	t.dgrad, t.dgradOff, t.dgradKeep = m, off, nil
 }
+
+// gradBound reports whether the gradient is memory this tensor does not own (BindGrad).
+func (t *Tensor) gradBound() bool { return t.dgrad != nil && t.dgrad != t.dgradKeep }
 
 // buf is the tensor's data as a device operand.
 func (t *Tensor) buf() Buf { return Buf{Mem: t.dmem, Shape: t.Shape} }

@@ -170,13 +170,13 @@ func (tp *Tape) BackwardFrom() {
 func (tp *Tape) Detach(x *Tensor) *Tensor {
 	if x.dev != nil {
 		if tp == nil {
-			// A copy, not a view: a header sharing x's memory would not keep x (whose
-			// collection frees that memory) alive.
+			// A copy, not a view: without an arena to recycle it, a view would hold x's
+			// memory for as long as the caller keeps it.
 			c := NewLike(x)
 			CopyData(c, x)
 			return c
 		}
-		return tp.devView(x)
+		return tp.devView(x) // keeps x alive and never frees its memory
 	}
 	if tp == nil {
 		return FromData(x.Data, x.Shape...)

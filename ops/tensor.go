@@ -31,6 +31,10 @@ type Tensor struct {
 	dgradKeep DeviceMem
 	// dmemCollected: dmem is freed by the collector's cleanup (NewOn), never explicitly.
 	dmemCollected bool
+	// owner is set on a view (Tape.Detach of a device tensor): the tensor whose dmem this one
+	// shares. The reference keeps the owner, and so its memory, alive as long as the view;
+	// a view never frees dmem.
+	owner *Tensor
 }
 
 // SetGradReady registers fn to run during a backward pass as soon as this tensor's gradient is
