@@ -10,24 +10,21 @@ type ImagePool struct {
 	images []*ops.Tensor // each one image (C, H, W), where the fakes are (host or device)
 	shape  [3]int
 	// An undo journal since mark(), so a replica can roll an abandoned step back without
-	// copying the whole pool every step: the pool's length then, and each replaced image.
-	marked  bool
-	markLen int
-	journal []poolEdit
-}
-
-type poolEdit struct {
-	k   int
-	old *ops.Tensor
+	// copying the whole pool every step: the pool's length then, and the images replaced
+	// since, each saved once (its first replacement) into a copy of saved, in order. The
+	// copies are reused at every mark: at most one per image, allocated once.
+	marked    bool
+	markLen   int
+	journal   []int  // the replaced images; journal[j]'s values at mark are in saved[j]
+	journaled []bool // (image) already in the journal
+	saved     []*ops.Tensor
 }
 
 // mark starts a new undo journal.
 func (p *ImagePool) mark() {
 	p.marked, p.markLen = true, len(p.images)
-	for i := range p.journal {
-		p.journal[i].old = nil
-	}
 	p.journal = p.journal[:0]
+	clear(p.journaled)
 }
 
 // rollback undoes every Query since mark.
@@ -35,16 +32,36 @@ func (p *ImagePool) rollback() {
 	if !p.marked {
 		return
 	}
-	for i := len(p.journal) - 1; i >= 0; i-- {
-		e := p.journal[i]
-		ops.CopyData(p.images[e.k], e.old)
+	for j, k := range p.journal {
+		ops.CopyData(p.images[k], p.saved[j])
 	}
 	p.images = p.images[:p.markLen]
 	p.mark()
 }
 
+// save journals image k's values before its first replacement since mark. Images added since
+// mark need none: rollback drops them.
+func (p *ImagePool) save(k int) {
+	if !p.marked || k >= p.markLen || p.journaled[k] {
+		return
+	}
+	img := p.images[k]
+	j := len(p.journal)
+	if j == len(p.saved) {
+		p.saved = append(p.saved, nil)
+	}
+	if c := p.saved[j]; c == nil || c.Numel() != img.Numel() || c.Device() != img.Device() {
+		p.saved[j] = ops.NewLike(img)
+	}
+	ops.CopyData(p.saved[j], img)
+	p.journal = append(p.journal, k)
+	p.journaled[k] = true
+}
+
 // NewImagePool returns an empty pool of the given capacity; 0 disables it.
-func NewImagePool(size int) *ImagePool { return &ImagePool{size: size} }
+func NewImagePool(size int) *ImagePool {
+	return &ImagePool{size: size, journaled: make([]bool, size)}
+}
 
 // Query returns the batch the discriminator sees in place of fake: (N, C, H, W). The returned
 // tensor is drawn from the tape's arena and carries no gradient.
@@ -67,9 +84,7 @@ func (p *ImagePool) Query(tp *ops.Tape, fake *ops.Tensor, rng *ops.RNG) *ops.Ten
 		if rng.Float32() > 0.5 {
 			k := rng.IntN(p.size)
 			ops.CopyRange(out, i*per, p.images[k], 0, per)
-			if p.marked {
-				p.journal = append(p.journal, poolEdit{k, p.images[k].Clone()})
-			}
+			p.save(k)
 			ops.CopyRange(p.images[k], 0, fake, i*per, per)
 		} else {
 			ops.CopyRange(out, i*per, fake, i*per, per)

@@ -39,4 +39,28 @@ func TestPoolRollbackUndoesQueries(t *testing.T) {
 			t.Fatalf("image %d differs after rollback", i)
 		}
 	}
+	// The journal's copies are reused: a second marked round of queries and its rollback
+	// allocate none, and there are never more than the pool holds.
+	first := slices.Clone(p.saved)
+	x, tp := batch(1000), ops.NewTape()
+	allocs := testing.AllocsPerRun(5, func() {
+		tp.Reset()
+		p.mark()
+		for range 6 {
+			p.Query(tp, x, rng)
+		}
+		p.rollback()
+	})
+	if len(p.saved) > p.size || !slices.Equal(p.saved[:len(first)], first) {
+		t.Fatalf("%d journal copies (pool of %d); the first ones replaced: %v", len(p.saved), p.size, !slices.Equal(p.saved[:len(first)], first))
+	}
+	if allocs != 0 {
+		t.Fatalf("a marked round of queries allocates %v times, want 0", allocs)
+	}
+	for i := range before {
+		if !slices.Equal(p.images[i].HostData(), before[i]) {
+			t.Fatalf("image %d differs after the second rollback", i)
+		}
+	}
+	t.Logf("%d journal copies for a pool of %d, %v allocations per marked round", len(p.saved), p.size, allocs)
 }
