@@ -3,10 +3,13 @@
 package trainer
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"wkd/models"
@@ -294,4 +297,84 @@ func TestDeviceResumeMatchesUninterrupted(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A step abandoned on the device (the synchronizer fails at step 5's discriminator gradients,
+// after the generators' update and the pools' swaps) is undone as on the CPU: parameters
+// uploaded back, Adam's moments restored on the device, the image pools rolled back. Both
+// replicas stop at step 4 with weights, moments and pools within 1e-4 relative of each other
+// and the same random state, and, continued alone, end two steps later still agreeing.
+func TestDeviceAbortedStepRollsBack(t *testing.T) {
+	const tol = 1e-4
+	cuda.SetEmulatorBlockWidth(1)
+	t.Cleanup(func() { cuda.SetEmulatorBlockWidth(256) })
+	data := writeUnaligned(t, 6, 16)
+	run := func(device string) *Trainer {
+		cfg := tinyCycleGAN(data, t.TempDir())
+		cfg.BatchSize, cfg.MaxSteps, cfg.CheckpointEvery, cfg.Device = 2, 6, 100, device
+		// Two averages a step (generators, discriminators; no BatchNorm): the 10th is step 5's.
+		fs := &failingSync{failAt: 10}
+		tr, err := New(cfg, io.Discard, WithWorld(World{Rank: 0, Size: 2, Sync: fs}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		if err := tr.Run(t.Context()); !errors.Is(err, ErrStepAborted) || tr.Step() != 4 {
+			t.Fatalf("--device %s: %v at step %d, want ErrStepAborted at step 4", device, err, tr.Step())
+		}
+		return tr
+	}
+	cpu, gpu := run(DeviceCPU), run(DeviceCUDA)
+	if len(gpu.poolA.saved)+len(gpu.poolB.saved) == 0 || !gpu.poolA.images[0].OnDevice() {
+		t.Fatal("no pool image was swapped on the device: the test does not exercise the pools' rollback")
+	}
+	compare := func(when string) {
+		worst := 0.0
+		check := func(name string, g, c []float32) {
+			e := relErr(g, c)
+			worst = math.Max(worst, e)
+			if !(e <= tol) {
+				t.Errorf("%s: %s: cuda differs from cpu by %.3g relative", when, name, e)
+			}
+		}
+		nc, ng := cpu.nets(), gpu.nets()
+		for i := range nc {
+			inert := map[string]bool{}
+			for _, n := range models.InertBiases(nc[i].net) {
+				inert[n] = true
+			}
+			sc, sg := nc[i].net.State(), ng[i].net.State()
+			for j := range sc {
+				if !inert[sc[j].Name] {
+					check(nc[i].name+"/"+sc[j].Name, sg[j].HostData(), sc[j].HostData())
+				}
+			}
+		}
+		mc, mg := cpu.optG.State(), gpu.optG.State()
+		for k, v := range mc {
+			if strings.Contains(k, "/exp_avg/") && !strings.Contains(k, "bias") {
+				check("optG/"+k, mg[k], v)
+			}
+		}
+		for _, p := range [][2]*ImagePool{{cpu.poolA, gpu.poolA}, {cpu.poolB, gpu.poolB}} {
+			if p[0].Len() != p[1].Len() {
+				t.Fatalf("%s: pools of %d images on cpu, %d on cuda", when, p[0].Len(), p[1].Len())
+			}
+			for i := range p[0].images {
+				check(fmt.Sprintf("pool image %d", i), p[1].images[i].HostData(), p[0].images[i].HostData())
+			}
+		}
+		if !slices.Equal(cpu.rng.State(), gpu.rng.State()) {
+			t.Errorf("%s: the random states differ", when)
+		}
+		t.Logf("%s: worst rel err %.2e", when, worst)
+	}
+	compare("rolled back to step 4")
+	for _, tr := range []*Trainer{cpu, gpu} {
+		tr.SetWorld(World{Rank: 0, Size: 1})
+		if err := tr.Run(t.Context()); err != nil || tr.Step() != 6 {
+			t.Fatalf("continued alone: %v at step %d, want step 6", err, tr.Step())
+		}
+	}
+	compare("continued to step 6")
 }
