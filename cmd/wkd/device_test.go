@@ -17,7 +17,7 @@ import (
 )
 
 // wkd translate --device cuda writes the images --device cpu writes, up to one level of 255
-// where a value sits on a rounding boundary.
+// where a value sits on a rounding boundary, for images of more than one size.
 func TestDeviceTranslateMatchesCPU(t *testing.T) {
 	cuda.SetEmulatorBlockWidth(1)
 	t.Cleanup(func() { cuda.SetEmulatorBlockWidth(256) })
@@ -37,8 +37,12 @@ func TestDeviceTranslateMatchesCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, name := range []string{"a.png", "b.png"} {
-		img := image.NewRGBA(image.Rect(0, 0, 16, 16))
+	// Two images of one size, then a larger one (translated in name order): the arena's
+	// slots, sized by the first, must grow on the device as on the host.
+	sizes := map[string]int{"a.png": 16, "b.png": 16, "c.png": 24}
+	names := []string{"a.png", "b.png", "c.png"}
+	for _, name := range names {
+		img := image.NewRGBA(image.Rect(0, 0, sizes[name], sizes[name]))
 		for i := range img.Pix {
 			img.Pix[i] = uint8(r.IntN(256))
 		}
@@ -61,10 +65,10 @@ func TestDeviceTranslateMatchesCPU(t *testing.T) {
 		}
 	}
 	worst := 0
-	for _, name := range []string{"a.png", "b.png"} {
+	for _, name := range names {
 		a, b := readPNG(t, filepath.Join(outs["cpu"], name)), readPNG(t, filepath.Join(outs["cuda"], name))
-		if a.Bounds() != b.Bounds() {
-			t.Fatalf("%s: %v on cpu, %v on cuda", name, a.Bounds(), b.Bounds())
+		if a.Bounds() != b.Bounds() || b.Bounds().Dx() != sizes[name] {
+			t.Fatalf("%s (%d pixels wide): %v on cpu, %v on cuda", name, sizes[name], a.Bounds(), b.Bounds())
 		}
 		for y := a.Bounds().Min.Y; y < a.Bounds().Max.Y; y++ {
 			for x := a.Bounds().Min.X; x < a.Bounds().Max.X; x++ {
