@@ -201,7 +201,7 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 			}
 		}
 		if err := t.dev.Err(); err != nil {
-			return nil, fmt.Errorf("--device cuda: moving the networks: %w", err)
+			return nil, fmt.Errorf("%w: --device cuda: moving the networks: %w", ErrDevice, err)
 		}
 	}
 	adam := ops.AdamConfig{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: 0.999, Eps: 1e-8}
