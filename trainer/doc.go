@@ -24,4 +24,6 @@
 // (wkd/ops' seam; "cuda" in a binary built with -tags cuda). The loops are the same code; the
 // host then sees batches going in and, by explicit copies, logged loss values, checkpoints,
 // rollback snapshots and gradient buckets (one pinned copy each way) for the all-reduce.
+// A device's errors are sticky: once it fails, the run sends nothing more to its peers, writes
+// no checkpoint, and returns ErrDevice naming --device and the step.
 package trainer
