@@ -116,3 +116,29 @@ func TestDeviceFaultWritesNoCheckpoint(t *testing.T) {
 	}
 	t.Logf("error: %v", err)
 }
+
+// A resume whose uploads fail (the device failed) says so, naming --device cuda and the
+// checkpoint file.
+func TestDeviceFaultResumeNamesTheCheckpoint(t *testing.T) {
+	cuda.SetEmulatorBlockWidth(1)
+	t.Cleanup(func() { cuda.SetEmulatorBlockWidth(256) })
+	cfg := tinyPix2Pix(writeAligned(t, 4, 32), t.TempDir())
+	cfg.G = models.Spec{Kind: models.ResNet, NBlocks: 1, InputNC: 3, OutputNC: 3, NGF: 4, Norm: models.Batch}
+	cfg.Device = DeviceCUDA
+	runFor(t, cfg, 1, false)
+	path, err := LatestCheckpoint(cfg.Dir)
+	if err != nil || path == "" {
+		t.Fatalf("no checkpoint after one step: %v", err)
+	}
+	tr, err := New(cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	cuda.InjectFault(tr.dev, "test: a kernel faulted")
+	err = tr.Resume(path)
+	if !errors.Is(err, ErrDevice) || !strings.Contains(err.Error(), "--device cuda: loading "+path) {
+		t.Fatalf("Resume on a failed device: %v, want ErrDevice naming --device cuda and %s", err, path)
+	}
+	t.Logf("error: %v", err)
+}
