@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"wkd/internal/torchref"
 	"wkd/ops"
 	"wkd/ops/cuda" // registers the "cuda" backend (the host emulator under cudaemu)
 )
@@ -36,19 +37,6 @@ func openTestDevice(t *testing.T) ops.Device {
 		}
 	})
 	return d
-}
-
-// relErr is max|a-b| / max|b| (0 when both are zero).
-func relErr(a, b []float32) float64 {
-	var num, den float64
-	for i := range b {
-		num = math.Max(num, math.Abs(float64(a[i])-float64(b[i])))
-		den = math.Max(den, math.Abs(float64(b[i])))
-	}
-	if den == 0 {
-		return num
-	}
-	return num / den
 }
 
 func TestDeviceStepParity(t *testing.T) {
@@ -123,7 +111,7 @@ func TestDeviceStepParity(t *testing.T) {
 		if len(got) != len(want) {
 			t.Fatalf("%s: %d values on the device, %d on the host", what, len(got), len(want))
 		}
-		e := relErr(got, want)
+		e := torchref.RelErr(got, want)
 		t.Logf("%-40s rel err %.2e", what, e)
 		if !(e <= tol) {
 			t.Errorf("%s: device differs from host by %.3g relative (tolerance %g)", what, e, tol)

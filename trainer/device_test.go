@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"wkd/internal/torchref"
 	"wkd/models"
 	"wkd/ops/cuda" // registers the "cuda" backend (the host emulator under cudaemu)
 )
@@ -128,7 +129,7 @@ func compareDevices(t *testing.T, cfg Config, mustLog string) (cpu, gpu *Trainer
 				continue
 			}
 			compared++
-			e := relErr(sg[j].HostData(), sc[j].HostData())
+			e := torchref.RelErr(sg[j].HostData(), sc[j].HostData())
 			if e > worstWeight {
 				worstWeight, worstName = e, nc[i].name+"/"+sc[j].Name
 			}
@@ -140,22 +141,6 @@ func compareDevices(t *testing.T, cfg Config, mustLog string) (cpu, gpu *Trainer
 	t.Logf("%d steps: worst loss rel err %.2e, worst weight rel err %.2e (%s) over %d tensors",
 		cfg.MaxSteps, worstLoss, worstWeight, worstName, compared)
 	return cpu, gpu
-}
-
-// relErr is max|a-b| / max|b| (max|a-b| when b is all zeros).
-func relErr(a, b []float32) float64 {
-	if len(a) != len(b) {
-		panic(fmt.Sprintf("relErr: %d and %d values", len(a), len(b)))
-	}
-	var num, den float64
-	for i := range b {
-		num = math.Max(num, math.Abs(float64(a[i])-float64(b[i])))
-		den = math.Max(den, math.Abs(float64(b[i])))
-	}
-	if den == 0 {
-		return num
-	}
-	return num / den
 }
 
 // shiftSync is the synchronizer of a world whose other replicas make every average x/2 + 1/4:
@@ -248,7 +233,7 @@ func TestDeviceGradientBucketsMatchCPU(t *testing.T) {
 				if len(gc[i]) != len(gg[i]) {
 					t.Fatalf("call %d: %d values from cpu, %d from cuda", i, len(gc[i]), len(gg[i]))
 				}
-				e := relErr(gg[i], gc[i])
+				e := torchref.RelErr(gg[i], gc[i])
 				worst = math.Max(worst, e)
 				if !(e <= tol) {
 					t.Errorf("call %d (%d values): cuda sent values %.3g relative from cpu's", i, len(gc[i]), e)
@@ -258,7 +243,7 @@ func TestDeviceGradientBucketsMatchCPU(t *testing.T) {
 			for i := range nc {
 				sc, sg := nc[i].net.State(), ng[i].net.State()
 				for j := range sc {
-					if e := relErr(sg[j].HostData(), sc[j].HostData()); !(e <= tol) {
+					if e := torchref.RelErr(sg[j].HostData(), sc[j].HostData()); !(e <= tol) {
 						t.Errorf("%s/%s: cuda differs from cpu by %.3g relative", nc[i].name, sc[j].Name, e)
 					}
 				}
@@ -292,7 +277,7 @@ func TestDeviceResumeMatchesUninterrupted(t *testing.T) {
 	for i := range nw {
 		sw, sr := nw[i].net.State(), nr[i].net.State()
 		for j := range sw {
-			if e := relErr(sr[j].HostData(), sw[j].HostData()); !(e <= tol) {
+			if e := torchref.RelErr(sr[j].HostData(), sw[j].HostData()); !(e <= tol) {
 				t.Errorf("%s/%s: the resumed run differs by %.3g relative", nw[i].name, sw[j].Name, e)
 			}
 		}
@@ -331,7 +316,7 @@ func TestDeviceAbortedStepRollsBack(t *testing.T) {
 	compare := func(when string) {
 		worst := 0.0
 		check := func(name string, g, c []float32) {
-			e := relErr(g, c)
+			e := torchref.RelErr(g, c)
 			worst = math.Max(worst, e)
 			if !(e <= tol) {
 				t.Errorf("%s: %s: cuda differs from cpu by %.3g relative", when, name, e)
