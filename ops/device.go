@@ -135,6 +135,13 @@ func RegisterDevice(name string, open func(ordinal int) (Device, error)) {
 	backends[name] = open
 }
 
+// HasBackend reports whether this build registered the named backend.
+func HasBackend(name string) bool {
+	backendsMu.Lock()
+	defer backendsMu.Unlock()
+	return backends[name] != nil
+}
+
 // OpenDevice opens device ordinal of the named backend; ErrNoBackend when this build has none.
 func OpenDevice(name string, ordinal int) (Device, error) {
 	backendsMu.Lock()

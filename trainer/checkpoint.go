@@ -240,7 +240,8 @@ func (t *Trainer) resumeFrom(path string) error {
 }
 
 // applyState checks a decoded state against this trainer's networks, then loads it. Nothing
-// changes on error; errors name where the state came from.
+// changes on a refused state (a failing device aside: see the end); errors name where the
+// state came from.
 func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor, meta map[string]string) error {
 	// Check everything before changing anything.
 	for _, n := range t.nets() {
@@ -272,6 +273,19 @@ func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor,
 		}
 		if prefix == "pool_A" || prefix == "pool_B" {
 			pools[prefix] = append(pools[prefix], name)
+		}
+	}
+	// Pool images are (C, crop, crop) of this run, at most --pool-size of them per pool: a
+	// checkpoint of another crop size would make the first swap copy the wrong amount.
+	for prefix, names := range pools {
+		if len(names) > t.cfg.PoolSize {
+			return fmt.Errorf("%w: %s holds %d %s images, this run's --pool-size is %d", ErrCheckpoint, path, len(names), prefix, t.cfg.PoolSize)
+		}
+		for _, n := range names {
+			sh := tensors[n].Shape
+			if len(sh) != 3 || sh[1] != t.cfg.CropSize || sh[2] != t.cfg.CropSize || sh[0] != tensors[names[0]].Shape[0] {
+				return fmt.Errorf("%w: %s: %s has shape %v, this run's images are (C, %d, %d) (--crop-size): made for another run?", ErrCheckpoint, path, n, sh, t.cfg.CropSize, t.cfg.CropSize)
+			}
 		}
 	}
 	for _, c := range []struct {
@@ -319,6 +333,8 @@ func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor,
 		}
 	}
 	t.step, t.at = step, at
+	// The one error left after the checks: the device failed while taking the state, which
+	// leaves it partly loaded, and the run cannot go on anyway.
 	if t.dev != nil {
 		if err := t.dev.Err(); err != nil {
 			return fmt.Errorf("%w: --device %s: loading %s: %w", ErrDevice, t.cfg.Device, path, err)

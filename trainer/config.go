@@ -109,8 +109,9 @@ type Config struct {
 	Threads int `json:"threads"`
 	// Device is where the networks, activations, losses, image pools and Adam state live:
 	// "cpu" (also when empty) or "cuda" (GPU 0, in a binary built with -tags cuda). On cuda the
-	// host sees only the batches going in, the logged loss values, checkpoints and, in a
-	// cluster, one pinned copy per gradient bucket each way. The CUDA context belongs to the
+	// host sees the batches going in, the logged loss values, checkpoints and, in a cluster,
+	// one pinned copy per gradient bucket each way plus, every step, the rollback snapshot
+	// (parameters and Adam moments) and the BatchNorm statistics being averaged. The CUDA context belongs to the
 	// goroutine that calls New: call Run (and Resume, Close) from that goroutine.
 	Device string `json:"device,omitempty"`
 }

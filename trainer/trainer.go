@@ -412,16 +412,16 @@ func (t *Trainer) trainStep(b *data.Batch) (StepReport, error) {
 		rep, err = t.pix2pixStep()
 	}
 	rep.Epoch = t.at.Epoch
+	// Launches are asynchronous: a fault of this step's kernels shows here at the latest
+	// (reading the losses waited for them). It explains any other error of the step (a
+	// synchronizer refused because the device failed first, garbage losses), so it goes first.
+	if derr := t.deviceErr(t.step + 1); derr != nil {
+		return rep, derr
+	}
 	for _, l := range rep.Losses {
 		if math.IsNaN(l.Value) || math.IsInf(l.Value, 0) {
 			return rep, fmt.Errorf("%w: %s = %v at step %d; lower --lr or --alpha, or resume from the last checkpoint", ErrDiverged, l.Name, l.Value, t.step+1)
 		}
-	}
-	// Launches are asynchronous: a fault of this step's kernels shows here at the latest
-	// (reading the losses above already waited for them). It also explains any other error
-	// of the step (a synchronizer refused because the device failed first).
-	if derr := t.deviceErr(t.step + 1); derr != nil {
-		err = derr
 	}
 	return rep, err
 }

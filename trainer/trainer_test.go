@@ -351,3 +351,31 @@ func TestRefusedStateChangesNothing(t *testing.T) {
 		t.Fatalf("step %d after a refused state, was %d", a.step, stepBefore)
 	}
 }
+
+// TestPoolOfAnotherCropSizeIsRefused: a CycleGAN state whose pooled images are not this run's
+// crop size is refused naming the flag, instead of failing at the first pool swap.
+func TestPoolOfAnotherCropSizeIsRefused(t *testing.T) {
+	data := writeUnaligned(t, 6, 20)
+	a := runFor(t, tinyCycleGAN(data, filepath.Join(t.TempDir(), "a")), 4, false)
+	if a.poolA.Len() == 0 {
+		t.Fatal("the pool is empty after 4 steps: the test checks nothing")
+	}
+	cfg := tinyCycleGAN(data, filepath.Join(t.TempDir(), "b"))
+	cfg.LoadSize, cfg.CropSize = 14, 12
+	b, err := New(cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	tensors, meta, err := a.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.applyState("test state", tensors, meta)
+	if !errors.Is(err, ErrCheckpoint) || !strings.Contains(err.Error(), "--crop-size") {
+		t.Fatalf("pool images of 16x16 into a 12x12 run: error %v, want ErrCheckpoint naming --crop-size", err)
+	}
+	if b.step != 0 || b.poolA.Len() != 0 {
+		t.Fatalf("a refused state changed the run: step %d, %d pooled images", b.step, b.poolA.Len())
+	}
+}

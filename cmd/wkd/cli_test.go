@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"wkd/ops"
 	"wkd/trainer"
 )
 
@@ -107,12 +108,18 @@ func TestResumeKeepsTheSavedDevice(t *testing.T) {
 	if err := saved.Save(); err != nil {
 		t.Fatal(err)
 	}
+	// Without the CUDA backend (the default build), resuming a cuda run without --device is
+	// refused with what to do; with it (-tags cuda or cudaemu), the run stays on the GPU.
+	onSaved := trainer.DeviceCUDA
+	if !ops.HasBackend(trainer.DeviceCUDA) {
+		onSaved = ""
+	}
 	cases := []struct {
 		args []string
-		want string
+		want string // "" for an error naming config.json and --device cpu
 	}{
-		{[]string{"--out", dir, "--resume"}, trainer.DeviceCUDA},
-		{[]string{"--out", dir, "--resume-from", "x.safetensors"}, trainer.DeviceCUDA},
+		{[]string{"--out", dir, "--resume"}, onSaved},
+		{[]string{"--out", dir, "--resume-from", "x.safetensors"}, onSaved},
 		{[]string{"--out", dir, "--resume", "--device", "cpu"}, trainer.DeviceCPU},
 		{[]string{"--out", dir}, trainer.DeviceCPU},
 		{[]string{"--out", dir, "--device", "cuda"}, trainer.DeviceCUDA},
@@ -125,6 +132,12 @@ func TestResumeKeepsTheSavedDevice(t *testing.T) {
 		}
 		bindRunFlags(fs, &f, false)
 		cfg, err := parseRun(fs, &f, c.args, false)
+		if c.want == "" {
+			if err == nil || !strings.Contains(err.Error(), "config.json") || !strings.Contains(err.Error(), "--device cpu") {
+				t.Errorf("wkd train %s without CUDA: error %v, want one naming config.json and --device cpu", strings.Join(c.args, " "), err)
+			}
+			continue
+		}
 		if err != nil {
 			t.Fatalf("%v: %v", c.args, err)
 		}

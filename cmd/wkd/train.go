@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"wkd/models"
+	"wkd/ops"
 	"wkd/trainer"
 )
 
@@ -276,6 +277,9 @@ func (f *runFlags) resolve(distill bool) (trainer.Config, error) {
 		// without one it stays where it was saved (never silently from a GPU to the CPU).
 		if cfg.Device != "" {
 			saved.Device = cfg.Device
+		} else if saved.Device == trainer.DeviceCUDA && !ops.HasBackend(trainer.DeviceCUDA) {
+			return cfg, fmt.Errorf("--resume: %s says the run trained with --device cuda, and this binary was built without CUDA: build one with `go build -tags cuda ./cmd/wkd`, or pass --device cpu to continue on the CPU",
+				filepath.Join(cfg.Dir, "config.json"))
 		}
 		cfg = saved
 	}
