@@ -14,7 +14,7 @@
 #    strict FP32 on both sides (cuBLAS SGEMM here; TF32 off in PyTorch), and prints the medians.
 # Last line: "ratio: X" = wkd-cuda throughput / PyTorch throughput at batch 4, that is PyTorch's
 # median step time / wkd-cuda's (above 1: wkd is faster).
-# Budget: under 8 minutes including the build (expected about 3 on an H100 with 16 cores; each
+# Budget: under 8 minutes including the build (not yet timed on a GPU; each
 # stage's timeout only guards against a hang, and the last log line gives the total).
 set -euo pipefail
 cd "$(dirname "$0")/.."
