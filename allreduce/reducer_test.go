@@ -352,6 +352,43 @@ func TestReducerCancelAbortsPeers(t *testing.T) {
 	wg.Wait()
 }
 
+// TestReducerAbortStopsPeers: a rank that gives up a step after submitting part of it (a
+// device fault) fails its own wait with the reason and its peer's promptly, over real NATS;
+// the next step works.
+func TestReducerAbortStopsPeers(t *testing.T) {
+	url := startNATS(t)
+	rs, _ := cluster(t, url, 2, 1, fastConfig())
+	for _, r := range rs {
+		if err := r.Begin(1, 1, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rs[0].Submit(0, []float32{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	fault := errors.New("device fault")
+	rs[0].Abort(fault)
+	if err := rs[0].Wait(context.Background()); !errors.Is(err, fault) {
+		t.Fatalf("the aborting rank's wait: %v, want its reason", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := rs[1].Wait(ctx); !errors.Is(err, ErrPeerAborted) {
+		t.Fatalf("the peer's wait: %v, want ErrPeerAborted well before its timeout", err)
+	}
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.AllReduce(context.Background(), 1, 2, [][]float32{{1}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func TestReducerBadArguments(t *testing.T) {
 	url := startNATS(t)
 	nc := connect(t, url)
