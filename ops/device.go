@@ -165,10 +165,31 @@ func NewOn(d Device, shape ...int) *Tensor {
 	if d == nil {
 		return New(shape...)
 	}
-	t := &Tensor{Shape: append([]int(nil), shape...), dev: d, dmemCollected: true}
+	t := &Tensor{Shape: append([]int(nil), shape...), dev: d, dmemCollected: true, gradCell: &gradCell{}}
 	t.dmem = devAlloc(d, numel(shape))
 	freeWhenUnreachable(t, d, t.dmem)
+	runtime.AddCleanup(t, func(c *gradCell) {
+		if c.m != nil {
+			queueFree(c.d, c.m)
+		}
+	}, t.gradCell)
 	return t
+}
+
+// gradCell is the gradient buffer a NewOn tensor owns, kept apart from the tensor so that the
+// collector's cleanup can read it without keeping the tensor alive.
+type gradCell struct {
+	d Device
+	m DeviceMem
+}
+
+// setGradKeep records m as the tensor's own gradient buffer (nil: none); the caller has freed
+// the previous one.
+func (t *Tensor) setGradKeep(m DeviceMem) {
+	t.dgradKeep = m
+	if t.gradCell != nil {
+		t.gradCell.d, t.gradCell.m = t.dev, m
+	}
 }
 
 // NewLike returns a zeroed tensor with t's shape in t's place.
@@ -200,7 +221,8 @@ func (t *Tensor) MoveTo(d Device) {
 		if t.dgradKeep != nil {
 			t.dev.Free(t.dgradKeep)
 		}
-		t.dev, t.dmem, t.dgrad, t.dgradKeep, t.dmemCollected, t.owner = nil, nil, nil, nil, false, nil
+		t.setGradKeep(nil)
+		t.dev, t.dmem, t.dgrad, t.dmemCollected, t.owner = nil, nil, nil, false, nil
 		t.Data, t.Grad = data, grad
 		return
 	}
@@ -211,7 +233,7 @@ func (t *Tensor) MoveTo(d Device) {
 	t.dmem = devAlloc(d, n)
 	d.Upload(t.buf(), t.Data)
 	if t.Grad != nil {
-		t.dgradKeep = devAlloc(d, n)
+		t.setGradKeep(devAlloc(d, n))
 		t.dgrad, t.dgradOff = t.dgradKeep, 0
 		d.Upload(t.gbuf(), t.Grad)
 	}
@@ -317,7 +339,8 @@ func (t *Tensor) BindGrad(m DeviceMem, off int) {
 	if t.dgradKeep != nil {
 		t.dev.Free(t.dgradKeep)
 	}
-	t.dgrad, t.dgradOff, t.dgradKeep = m, off, nil
+	t.dgrad, t.dgradOff = m, off
+	t.setGradKeep(nil)
 }
 
 // gradBound reports whether the gradient is memory this tensor does not own (BindGrad).
@@ -337,7 +360,7 @@ func (t *Tensor) dgradBuf() Buf {
 			if t.dgradKeep != nil {
 				t.dev.Free(t.dgradKeep)
 			}
-			t.dgradKeep = devAlloc(t.dev, n)
+			t.setGradKeep(devAlloc(t.dev, n))
 		}
 		t.dgrad, t.dgradOff = t.dgradKeep, 0
 		t.dev.Zero(t.gbuf())
@@ -386,11 +409,14 @@ func where(t *Tensor) string {
 // goroutine at its next allocation through the arena (see devFreeQueue), never from the
 // collector's goroutine, which holds no device context.
 func freeWhenUnreachable(t *Tensor, d Device, m DeviceMem) {
-	runtime.AddCleanup(t, func(m DeviceMem) {
-		devFreeMu.Lock()
-		devFreeQueue = append(devFreeQueue, pendingFree{d, m})
-		devFreeMu.Unlock()
-	}, m)
+	runtime.AddCleanup(t, func(m DeviceMem) { queueFree(d, m) }, m)
+}
+
+// queueFree hands m to d's owner goroutine, which frees it at its next allocation.
+func queueFree(d Device, m DeviceMem) {
+	devFreeMu.Lock()
+	devFreeQueue = append(devFreeQueue, pendingFree{d, m})
+	devFreeMu.Unlock()
 }
 
 type pendingFree struct {

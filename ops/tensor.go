@@ -31,6 +31,9 @@ type Tensor struct {
 	dgradKeep DeviceMem
 	// dmemCollected: dmem is freed by the collector's cleanup (NewOn), never explicitly.
 	dmemCollected bool
+	// gradCell (NewOn tensors) tells the collector's cleanup which gradient buffer is this
+	// tensor's own, so a collected tensor frees its gradient as well as its data.
+	gradCell *gradCell
 	// owner is set on a view (Tape.Detach of a device tensor): the tensor whose dmem this one
 	// shares. The reference keeps the owner, and so its memory, alive as long as the view;
 	// a view never frees dmem.
@@ -133,7 +136,8 @@ func (t *Tensor) DropGrad() {
 	if t.dev != nil && t.dgradKeep != nil {
 		t.dev.Free(t.dgradKeep)
 	}
-	t.dgrad, t.dgradKeep = nil, nil
+	t.dgrad = nil
+	t.setGradKeep(nil)
 }
 
 // ZeroGrad sets the gradient to zero, keeping its buffer.

@@ -96,3 +96,23 @@ func TestDeviceOwnershipGuards(t *testing.T) {
 		t.Fatalf("Step after moving a parameter off the device: panic %q, want one naming NewAdam", msg)
 	}
 }
+
+// A NewOn tensor that was given a gradient frees both its data and its gradient once it is
+// garbage; before, only the data went back and the gradient's device memory leaked.
+func TestCollectedTensorFreesItsGradient(t *testing.T) {
+	dev := &countingDevice{Device: openDevice(t).Backend()}
+	func() {
+		x := ops.NewOn(dev, 1, 1, 2, 3)
+		x.SetRequiresGrad(true)
+		if !x.HasGrad() {
+			t.Fatal("SetRequiresGrad gave the device tensor no gradient")
+		}
+	}()
+	for range 3 {
+		runtime.GC()
+	}
+	ops.NewOn(dev, 1) // frees what the collector queued for dev
+	if dev.frees != 2 {
+		t.Fatalf("%d frees after the tensor was collected, want 2 (data and gradient)", dev.frees)
+	}
+}
