@@ -156,26 +156,29 @@ steps_past() {
 		[ -n "$l" ] && [ "$l" -gt "$s" ] || return 1
 	done
 }
-# digests: "groups mismatched" over all (generation, step) groups logged by two or more
-# replicas, each state_sha line tagged with the generation of its node's newest view.
+# digests NODE...: "groups mismatched" over the (generation, step) groups logged by two or more
+# of these nodes (one run's: another run's generations and steps can coincide), each state_sha
+# line tagged with the generation of its node's newest view.
 digests() {
-	jq -R -s -r '[split("\n")[] | fromjson? | select(type == "object")]
+	jq -R -s -r --args '$ARGS.positional as $run | [split("\n")[] | fromjson? | select(type == "object")]
 	  | reduce .[] as $x ({gen: {}, sha: {}};
 	      if $x.message == "view agreed" and $x.world != null then .gen[$x.node] = $x.generation
-	      elif $x.state_sha != null then .sha["\(.gen[$x.node] // 0)/\($x.step)"] += [$x.state_sha]
+	      elif $x.state_sha != null and ($run | index([$x.node]) != null) then .sha["\(.gen[$x.node] // 0)/\($x.step)"] += [$x.state_sha]
 	      else . end)
-	  | [.sha[] | select(length > 1)] | "\(length) \([.[] | select(unique | length > 1)] | length)"' "$LOG"
+	  | [.sha[] | select(length > 1)] | "\(length) \([.[] | select(unique | length > 1)] | length)"' "$@" <"$LOG"
 }
-# shared_digest NAME MINGEN: in a view newer than MINGEN, NAME logged a digest equal to another
-# node's for the same (generation, step).
+# shared_digest NAME MINGEN NODE...: in a view newer than MINGEN, NAME logged a digest equal to
+# another of these nodes' for the same (generation, step).
 shared_digest() {
-	jq -R -s -e --arg me "$1" --argjson g "${2:-0}" '[split("\n")[] | fromjson? | select(type == "object")]
+	local me=$1 g=${2:-0}
+	shift 2
+	jq -R -s -e --arg me "$me" --argjson g "$g" --args '$ARGS.positional as $run | [split("\n")[] | fromjson? | select(type == "object")]
 	  | reduce .[] as $x ({gen: {}, sha: {}};
 	      if $x.message == "view agreed" and $x.world != null then .gen[$x.node] = $x.generation
-	      elif $x.state_sha != null then .sha["\(.gen[$x.node] // 0)/\($x.step)"] += [{n: $x.node, s: $x.state_sha}]
+	      elif $x.state_sha != null and ($run | index([$x.node]) != null) then .sha["\(.gen[$x.node] // 0)/\($x.step)"] += [{n: $x.node, s: $x.state_sha}]
 	      else . end)
 	  | [.sha | to_entries[] | select((.key | split("/")[0] | tonumber) > $g) | .value
-	     | select(any(.n == $me) and any(.n != $me)) | select(map(.s) | unique | length == 1)] | length > 0' "$LOG" >/dev/null
+	     | select(any(.n == $me) and any(.n != $me)) | select(map(.s) | unique | length == 1)] | length > 0' "$@" <"$LOG" >/dev/null
 }
 
 say "project $PROJECT, subnet $SUBNET, $("${COMPOSE[@]}" version --short 2>/dev/null || echo compose)"
@@ -209,7 +212,7 @@ ckpts=$(grep -c 'ckpt/step-.*\.safetensors$' <<<"$files")
 gfile=$(grep -c '/G\.safetensors$' <<<"$files")
 check "(a) checkpoints and the final generator are in the runs volume" $([ "$ckpts" -ge 1 ] && [ "$gfile" -eq 1 ] && echo 0 || echo 1) \
 	"$ckpts checkpoints, G.safetensors: $gfile"
-read -r groups bad <<<"$(digests)"
+read -r groups bad <<<"$(digests "${A_NAMES[@]}")"
 check "(a) replicas identical at every logged step" $([ "${groups:-0}" -ge 10 ] && [ "$bad" -eq 0 ] && echo 0 || echo 1) \
 	"${groups:-0} (generation, step) groups compared, $bad differ"
 
@@ -245,7 +248,7 @@ G4=$(latest_view "${NAMES[0]}")
 G4=${G4% *}
 check "(b) scale 3 -> 4: a new view of 4 (generation $G3 -> ${G4:-?}) trains" $ok "step $(last_step "${NAMES[0]}")"
 ok=1
-[ -n "$NEW" ] && shared_digest "$NEWNAME" "$G3" && ok=0
+[ -n "$NEW" ] && shared_digest "$NEWNAME" "$G3" "${NAMES[@]}" && ok=0
 check "(b) the joiner received the state: its digests equal the others'" $ok "${NEWNAME:-no new container}"
 
 VICTIM=${IDS[1]}
@@ -307,11 +310,11 @@ nonmono=$(jqlog 'select(.message == "view agreed" and .world != null) | "\(.node
 	awk '{ if (($1 in g) && $2 <= g[$1]) bad++; g[$1] = $2 } END { print bad + 0 }')
 seen=$(jqlog 'select(.message == "view agreed" and .world != null and .node == "'"${REST[0]}"'") | "\(.generation):\(.world)"' | tr '\n' ' ')
 check "(b,c) each view change is logged, generations grow" $([ "$nonmono" -eq 0 ] && echo 0 || echo 1) "${REST[0]} saw generation:world $seen"
-read -r groups bad <<<"$(digests)"
+read -r groups bad <<<"$(digests "${NAMES[@]}")"
 check "(b,c) replicas identical at every logged step, across all views" $([ "${groups:-0}" -ge 20 ] && [ "$bad" -eq 0 ] && echo 0 || echo 1) \
 	"${groups:-0} (generation, step) groups compared, $bad differ"
 ok=1
-shared_digest "$CUT" "$G6" && ok=0
+shared_digest "$CUT" "$G6" "${NAMES[@]}" && ok=0
 check "(c) the rejoined node holds the same state as the others" $ok
 
 say "done in $(($(date +%s) - T0))s"
