@@ -21,14 +21,7 @@ type Arena struct {
 // element use it. Its gradient is nil.
 func (a *Arena) Get(shape ...int) *Tensor {
 	n := numel(shape)
-	var t *Tensor
-	if a.next < len(a.slots) {
-		t = a.slots[a.next]
-	} else {
-		t = &Tensor{}
-		a.slots = append(a.slots, t)
-	}
-	a.next++
+	t := nextSlot(&a.slots, &a.next)
 	if cap(t.Data) < n {
 		t.Data = make([]float32, n)
 	}
@@ -64,14 +57,7 @@ func (a *Arena) Reset() {
 // getDev is Get for a tensor on device d.
 func (a *Arena) getDev(d Device, shape ...int) *Tensor {
 	n := numel(shape)
-	var t *Tensor
-	if a.nextDev < len(a.devSlots) {
-		t = a.devSlots[a.nextDev]
-	} else {
-		t = &Tensor{}
-		a.devSlots = append(a.devSlots, t)
-	}
-	a.nextDev++
+	t := nextSlot(&a.devSlots, &a.nextDev)
 	if t.dev != d || t.dmem == nil || t.dmem.Len() < n {
 		if t.dmem != nil {
 			t.dev.Free(t.dmem)
@@ -91,14 +77,7 @@ func (a *Arena) getDev(d Device, shape ...int) *Tensor {
 
 // devView is a header over x's device data, like view.
 func (a *Arena) devView(x *Tensor) *Tensor {
-	var t *Tensor
-	if a.nextDevView < len(a.devViews) {
-		t = a.devViews[a.nextDevView]
-	} else {
-		t = &Tensor{}
-		a.devViews = append(a.devViews, t)
-	}
-	a.nextDevView++
+	t := nextSlot(&a.devViews, &a.nextDevView)
 	owner := x
 	if x.owner != nil {
 		owner = x.owner
@@ -109,19 +88,23 @@ func (a *Arena) devView(x *Tensor) *Tensor {
 	return t
 }
 
+// nextSlot hands out (*slots)[*next], growing the list by a fresh tensor when every slot is
+// in use, and advances *next.
+func nextSlot(slots *[]*Tensor, next *int) *Tensor {
+	if *next == len(*slots) {
+		*slots = append(*slots, &Tensor{})
+	}
+	t := (*slots)[*next]
+	*next++
+	return t
+}
+
 // view returns a header over data that the arena does not own.
 func (a *Arena) view(data []float32, shape ...int) *Tensor {
 	if numel(shape) != len(data) {
 		panic("ops: view: shape does not match data length")
 	}
-	var t *Tensor
-	if a.nextView < len(a.views) {
-		t = a.views[a.nextView]
-	} else {
-		t = &Tensor{}
-		a.views = append(a.views, t)
-	}
-	a.nextView++
+	t := nextSlot(&a.views, &a.nextView)
 	t.Data = data
 	t.Shape = append(t.Shape[:0], shape...)
 	t.Grad, t.gradBuf, t.Name, t.requiresGrad = nil, nil, "", false
