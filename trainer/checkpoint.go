@@ -405,3 +405,47 @@ func (t *Trainer) loadTeachers() error {
 	t.teacherA, err = load(spec, files["G"])
 	return err
 }
+
+// loadTeacherD copies the teacher's discriminator(s) (D, or D_A and D_B) from the newest
+// checkpoint of its run folder into the student's, which must be the same network.
+func (t *Trainer) loadTeacherD() error {
+	dir := t.cfg.Teacher
+	tc, err := LoadConfig(dir)
+	if err != nil {
+		return fmt.Errorf("--use-teacher-d: --teacher %s is not a wkd run folder: %w", dir, err)
+	}
+	want, got := tc.D, t.cfg.D
+	if want.Kind != got.Kind || want.NDF != got.NDF || want.NLayers != got.NLayers || want.Norm != got.Norm || want.InputNC != got.InputNC {
+		return fmt.Errorf("%w: --use-teacher-d: the teacher's discriminator is %v, this run's is %v: give the teacher's --netD, --ndf %d, --n-layers-D and --norm",
+			ErrConfig, want, got, want.NDF)
+	}
+	path, err := LatestCheckpoint(dir)
+	if err != nil {
+		return err
+	}
+	if path == "" {
+		return fmt.Errorf("--use-teacher-d: the teacher run %s has no checkpoint in %s to take its discriminator from", dir, filepath.Join(dir, ckptDir))
+	}
+	tensors, _, err := readCheckpoint(path)
+	if err != nil {
+		return fmt.Errorf("--use-teacher-d: %w", err)
+	}
+	ds := []namedNet{{"D", t.dA}}
+	if t.cfg.Task == CycleGAN {
+		ds = []namedNet{{"D_A", t.dA}, {"D_B", t.dB}}
+	}
+	for _, n := range ds {
+		for _, p := range n.net.State() {
+			src, ok := tensors[n.name+"/"+p.Name]
+			if !ok || len(src.Data) != p.Numel() {
+				return fmt.Errorf("%w: --use-teacher-d: %s lacks %s/%s %v", ErrCheckpoint, path, n.name, p.Name, p.Shape)
+			}
+		}
+	}
+	for _, n := range ds {
+		for _, p := range n.net.State() {
+			p.CopyFromHost(tensors[n.name+"/"+p.Name].Data)
+		}
+	}
+	return nil
+}

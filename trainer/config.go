@@ -100,10 +100,16 @@ type Config struct {
 	// needs alpha in the tens to hundreds to matter; the log reports the KD share of the
 	// generator loss to help set it.
 	Alpha float32 `json:"alpha,omitempty"`
-	// Levels of the Haar DWT (3).
+	// Levels of the Haar DWT (3). A side that is odd at some level gets one zero row or
+	// column at its end there, as pytorch_wavelets' mode 'zero' does, so any crop size works.
 	Levels int `json:"levels,omitempty"`
 	// KDLoss: l1 (the paper) or mse (the authors' code).
 	KDLoss Dist `json:"kd_loss,omitempty"`
+	// UseTeacherD starts the student's discriminator(s) from the teacher's (the authors'
+	// use_teacher_d) instead of a fresh initialization: Teacher must then be a run folder, and
+	// the student's D the same network as the teacher's (kind, ndf, layers, norm). The
+	// teacher's newest checkpoint provides the weights.
+	UseTeacherD bool `json:"use_teacher_d,omitempty"`
 
 	// Threads for the kernels (0: all cores).
 	Threads int `json:"threads"`
@@ -300,8 +306,8 @@ func (c Config) Validate() error {
 		if c.KDLoss != L1 && c.KDLoss != MSE {
 			return bad("--kd-loss %q: use l1 or mse", c.KDLoss)
 		}
-		if c.KD == KDWavelet && c.CropSize%(1<<c.Levels) != 0 {
-			return bad("--crop-size %d is not divisible by 2^levels = %d; the Haar bands would be padded", c.CropSize, 1<<c.Levels)
+		if c.UseTeacherD && c.TeacherG.Kind != 0 {
+			return bad("--use-teacher-d needs --teacher to be a run folder (its checkpoint holds the discriminator), not a weights file with --teacher-netG")
 		}
 		if c.TeacherG.Kind != 0 {
 			if err := c.TeacherG.Validate(); err != nil {
@@ -310,6 +316,8 @@ func (c Config) Validate() error {
 		}
 	} else if c.KD != KDNone && c.KD != "" {
 		return bad("--kd %s needs --teacher", c.KD)
+	} else if c.UseTeacherD {
+		return bad("--use-teacher-d needs --teacher")
 	}
 	if c.Task == CycleGAN && (c.G.InputNC != c.G.OutputNC) && c.LambdaIdentity > 0 {
 		return bad("identity loss (--lambda-identity %g) needs input and output channels equal (%d vs %d)", c.LambdaIdentity, c.G.InputNC, c.G.OutputNC)

@@ -191,6 +191,11 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 		if err := t.loadTeachers(); err != nil {
 			return nil, err
 		}
+		if cfg.UseTeacherD {
+			if err := t.loadTeacherD(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if t.dev != nil {
 		// Built and initialized (or loaded) on the host, as on the CPU, then moved once:

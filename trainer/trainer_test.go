@@ -254,7 +254,6 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{"kd without teacher", "--teacher", func(c *Config) { c.KD = KDWavelet }},
 		{"kd kind", "--kd", func(c *Config) { c.Teacher, c.KD = "t", "feature" }},
 		{"levels", "--levels", func(c *Config) { c.Teacher, c.KD, c.Levels = "t", KDWavelet, 0 }},
-		{"crop vs levels", "--crop-size", func(c *Config) { c.Teacher, c.KD, c.Levels, c.CropSize, c.LoadSize = "t", KDWavelet, 3, 20, 20 }},
 		{"kd loss", "--kd-loss", func(c *Config) { c.Teacher, c.KD, c.KDLoss = "t", KDWavelet, "huber" }},
 		{"epochs", "--epochs", func(c *Config) { c.Epochs, c.EpochsDecay = 0, 0 }},
 		{"data", "--data", func(c *Config) { c.Data = "" }},

@@ -113,6 +113,7 @@ func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
 		fs.Func("alpha", fmt.Sprintf("weight of the KD term (default %g); the log's kd_share helps set it", c.Alpha), floatSetter(&c.Alpha))
 		fs.IntVar(&c.Levels, "levels", c.Levels, "Haar DWT levels of wavelet KD")
 		fs.Func("kd-loss", "l1|mse: distance of the KD term (default l1)", func(s string) error { c.KDLoss = trainer.Dist(s); return nil })
+		fs.BoolVar(&c.UseTeacherD, "use-teacher-d", false, "start the student's discriminator from the teacher's (its run folder's newest checkpoint); needs the teacher's --netD, --ndf, --n-layers-D and --norm")
 	}
 }
 

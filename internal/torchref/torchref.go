@@ -122,3 +122,10 @@ func Of(data []float32, shape ...int) Array {
 	}
 	return Array{Shape: append([]int(nil), shape...), Data: data}
 }
+
+// Haar is Python that defines dwt(x, J), dwt_separable(x, J) and idwt(ll, highs): the J-level
+// Haar DWT of pytorch_wavelets (wave 'haar', mode 'zero') and its inverse, built from strided
+// convolutions rather than from wkd's formulas, for reference scripts to prepend.
+//
+//go:embed haar.py
+var Haar string
