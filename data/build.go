@@ -96,9 +96,9 @@ type BuildResult struct {
 }
 
 type marker struct {
-	Version int            `json:"version"`
-	Config  BuildConfig    `json:"config"`
-	Counts  map[string]int `json:"counts"`
+	Version int             `json:"version"`
+	Config  json.RawMessage `json:"config"`
+	Counts  map[string]int  `json:"counts"`
 }
 
 const markerVersion = 1
@@ -110,48 +110,41 @@ func Build(cfg BuildConfig) (BuildResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return BuildResult{}, err
 	}
-	dir := filepath.Join(cfg.Out, cfg.Name)
-	res := BuildResult{Dir: dir}
-	replace := false
-	if _, err := os.Stat(dir); err == nil {
-		m, ok := cfg.builtIn(dir)
-		if ok {
-			res.Skipped, res.Counts = true, m.Counts
-			return res, nil
-		}
-		if !cfg.Force {
-			why := "it has no readable " + MarkerFile
-			if m.Version != 0 {
-				why = "it was built with other flags: " + flagDiff(m.Config, cfg.comparable())
+	want := cfg.comparable()
+	f := datasetFolder{out: cfg.Out, name: cfg.Name, force: cfg.Force, flags: want,
+		differs: func(recorded json.RawMessage) string {
+			var was BuildConfig
+			if json.Unmarshal(recorded, &was) != nil {
+				return "an older marker format"
 			}
-			return res, fmt.Errorf("%w: %s: %s; delete it, choose another --out, or pass --force", ErrDatasetExists, dir, why)
-		}
-		replace = true
-	}
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return res, fmt.Errorf("data: create --out %s: %w", cfg.Out, err)
-	}
-	tmp := filepath.Join(cfg.Out, "."+cfg.Name+".tmp-"+randomSuffix())
-	defer os.RemoveAll(tmp) // no-op after the rename
+			if reflect.DeepEqual(was, want) {
+				return ""
+			}
+			return flagDiff(was, want)
+		}}
+	return f.build(cfg.write)
+}
 
+// write renders the dataset into the folder tmp and returns the image count per folder.
+func (cfg BuildConfig) write(tmp string) (map[string]int, error) {
 	trainImg, trainLbl, err := readFashion(cfg.Source, "train")
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	testImg, testLbl, err := readFashion(cfg.Source, "t10k")
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	var jobs []writeJob
 	if cfg.Name == Edges2ShoesMini {
 		shoes := []int{classSandal, classSneaker, classAnkleBoot}
 		tr, err := pick(trainLbl, shoes, cfg.Train+cfg.Val, "--train + --val", "training")
 		if err != nil {
-			return res, err
+			return nil, err
 		}
 		te, err := pick(testLbl, shoes, cfg.Test, "--test", "test")
 		if err != nil {
-			return res, err
+			return nil, err
 		}
 		jobs = append(jobs, pairJobs(cfg, tmp, "train", trainImg, tr[:cfg.Train])...)
 		jobs = append(jobs, pairJobs(cfg, tmp, "val", trainImg, tr[cfg.Train:])...)
@@ -163,28 +156,20 @@ func Build(cfg BuildConfig) (BuildResult, error) {
 		}{{"A", classSneaker}, {"B", classAnkleBoot}} {
 			tr, err := pick(trainLbl, []int{d.class}, cfg.Train+cfg.Val, "--train + --val", "training")
 			if err != nil {
-				return res, err
+				return nil, err
 			}
 			te, err := pick(testLbl, []int{d.class}, cfg.Test, "--test", "test")
 			if err != nil {
-				return res, err
+				return nil, err
 			}
 			jobs = append(jobs, photoJobs(cfg, tmp, "train"+d.suffix, trainImg, tr[:cfg.Train])...)
 			jobs = append(jobs, photoJobs(cfg, tmp, "val"+d.suffix, trainImg, tr[cfg.Train:])...)
 			jobs = append(jobs, photoJobs(cfg, tmp, "test"+d.suffix, testImg, te)...)
 		}
 	}
-	res.Counts = map[string]int{}
-	for _, j := range jobs {
-		res.Counts[j.split]++
-	}
-	for split := range res.Counts {
-		if err := os.MkdirAll(filepath.Join(tmp, split), 0o755); err != nil {
-			return res, fmt.Errorf("data: %w", err)
-		}
-	}
-	if err := cfg.runJobs(jobs); err != nil {
-		return res, err
+	counts, err := runJobs(jobs, cfg.Progress)
+	if err != nil {
+		return nil, err
 	}
 	var sheet []string
 	for _, j := range jobs {
@@ -195,22 +180,74 @@ func Build(cfg BuildConfig) (BuildResult, error) {
 			break
 		}
 	}
-	if err := WriteContactSheet(filepath.Join(tmp, ContactSheetFile), sheet, 4, 3); err != nil {
+	return counts, WriteContactSheet(filepath.Join(tmp, ContactSheetFile), sheet, 4, 3)
+}
+
+// datasetFolder is what every builder shares: the dataset folder Out/Name, the marker that
+// records the flags it was built with, and the temporary folder it is written into.
+type datasetFolder struct {
+	out, name string
+	force     bool
+	// flags are recorded in the marker; a re-run with equal flags finds the dataset complete.
+	flags any
+	// differs names the flags that differ between a marker's recorded flags and these, as
+	// "--flag old (now new)", or returns "" when none do.
+	differs func(recorded json.RawMessage) string
+}
+
+// build returns at once when Out/Name holds a dataset built with the same flags, refuses any
+// other existing folder unless forced, and otherwise has write fill a fresh temporary folder
+// beside it (returning the image count per folder), adds the marker and renames the folder into
+// place, so Out/Name is either absent, complete, or the previous dataset.
+func (f datasetFolder) build(write func(tmp string) (map[string]int, error)) (BuildResult, error) {
+	dir := filepath.Join(f.out, f.name)
+	res := BuildResult{Dir: dir}
+	replace := false
+	if _, err := os.Stat(dir); err == nil {
+		m, ok := f.builtIn(dir)
+		if ok {
+			res.Skipped, res.Counts = true, m.Counts
+			return res, nil
+		}
+		if !f.force {
+			why := "it has no readable " + MarkerFile
+			if m.Version != 0 {
+				why = "it was built with other flags: " + f.differs(m.Config)
+			}
+			return res, fmt.Errorf("%w: %s: %s; delete it, choose another --out, or pass --force", ErrDatasetExists, dir, why)
+		}
+		replace = true
+	}
+	if err := os.MkdirAll(f.out, 0o755); err != nil {
+		return res, fmt.Errorf("data: create --out %s: %w", f.out, err)
+	}
+	tmp := filepath.Join(f.out, "."+f.name+".tmp-"+randomSuffix())
+	defer os.RemoveAll(tmp) // no-op after the rename
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		return res, fmt.Errorf("data: %w", err)
+	}
+	counts, err := write(tmp)
+	if err != nil {
 		return res, err
 	}
-	raw, _ := json.MarshalIndent(marker{Version: markerVersion, Config: cfg.comparable(), Counts: res.Counts}, "", "  ")
+	res.Counts = counts
+	flags, err := json.Marshal(f.flags)
+	if err != nil {
+		return res, fmt.Errorf("data: %w", err)
+	}
+	raw, _ := json.MarshalIndent(marker{Version: markerVersion, Config: flags, Counts: res.Counts}, "", "  ")
 	if err := os.WriteFile(filepath.Join(tmp, MarkerFile), raw, 0o644); err != nil {
 		return res, fmt.Errorf("data: %w", err)
 	}
 	if replace {
-		old := filepath.Join(cfg.Out, "."+cfg.Name+".old-"+randomSuffix())
+		old := filepath.Join(f.out, "."+f.name+".old-"+randomSuffix())
 		if err := os.Rename(dir, old); err != nil {
 			return res, fmt.Errorf("data: move the old dataset aside: %w", err)
 		}
 		defer os.RemoveAll(old)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		if m, ok := cfg.builtIn(dir); ok { // a concurrent run with the same flags finished first
+		if m, ok := f.builtIn(dir); ok { // a concurrent run with the same flags finished first
 			res.Skipped, res.Counts = true, m.Counts
 			return res, nil
 		}
@@ -219,14 +256,14 @@ func Build(cfg BuildConfig) (BuildResult, error) {
 	return res, nil
 }
 
-// builtIn reports whether dir holds a complete dataset built with cfg's flags.
-func (c BuildConfig) builtIn(dir string) (marker, bool) {
+// builtIn reports whether dir holds a complete dataset built with f's flags.
+func (f datasetFolder) builtIn(dir string) (marker, bool) {
 	var m marker
 	raw, err := os.ReadFile(filepath.Join(dir, MarkerFile))
 	if err != nil || json.Unmarshal(raw, &m) != nil {
 		return m, false
 	}
-	return m, m.Version == markerVersion && reflect.DeepEqual(m.Config, c.comparable())
+	return m, m.Version == markerVersion && f.differs(m.Config) == ""
 }
 
 // comparable is the part of the config the marker records and compares.
@@ -365,8 +402,9 @@ func sideBySide(a, b *plane) *plane {
 	return out
 }
 
-// toImage converts a one-channel plane to a Gray (channels 1) or an RGBA with the gray
-// replicated (channels 3; encoded as an 8-bit RGB PNG since it is opaque).
+// toImage converts a plane to a Gray (channels 1) or an RGBA (channels 3; encoded as an 8-bit
+// RGB PNG since it is opaque). A one-channel plane is replicated into RGB; a three-channel
+// plane needs channels 3.
 func toImage(p *plane, channels int) image.Image {
 	r := image.Rect(0, 0, p.w, p.h)
 	if channels == 1 {
@@ -374,18 +412,30 @@ func toImage(p *plane, channels int) image.Image {
 		copy(g.Pix, p.pix[:p.w*p.h])
 		return g
 	}
+	n := p.w * p.h
 	img := image.NewRGBA(r)
-	for i, v := range p.pix[:p.w*p.h] {
+	for i, v := range p.pix[:n] {
 		img.Pix[4*i], img.Pix[4*i+1], img.Pix[4*i+2], img.Pix[4*i+3] = v, v, v, 255
+	}
+	if p.c == 3 {
+		for i := range n {
+			img.Pix[4*i+1], img.Pix[4*i+2] = p.pix[n+i], p.pix[2*n+i]
+		}
 	}
 	return img
 }
 
-// runJobs renders and writes the PNGs on GOMAXPROCS goroutines and reports progress in order
-// of completion from the calling goroutine.
-func (c BuildConfig) runJobs(jobs []writeJob) error {
+// runJobs creates the jobs' folders, renders and writes the PNGs on GOMAXPROCS goroutines,
+// reports progress (when not nil) in order of completion from the calling goroutine, and
+// returns the image count per split.
+func runJobs(jobs []writeJob, progress func(split string, done, total int)) (map[string]int, error) {
 	totals := map[string]int{}
 	for _, j := range jobs {
+		if totals[j.split] == 0 {
+			if err := os.MkdirAll(filepath.Dir(j.path), 0o755); err != nil {
+				return nil, fmt.Errorf("data: %w", err)
+			}
+		}
 		totals[j.split]++
 	}
 	work := make(chan writeJob)
@@ -428,8 +478,8 @@ func (c BuildConfig) runJobs(jobs []writeJob) error {
 	var err error
 	for j := range done {
 		counts[j.split]++
-		if c.Progress != nil {
-			c.Progress(j.split, counts[j.split], totals[j.split])
+		if progress != nil {
+			progress(j.split, counts[j.split], totals[j.split])
 		}
 		if len(errc) > 0 {
 			break
@@ -442,7 +492,7 @@ func (c BuildConfig) runJobs(jobs []writeJob) error {
 	case err = <-errc:
 	default:
 	}
-	return err
+	return totals, err
 }
 
 func writePNG(path string, img image.Image) error {

@@ -1,5 +1,5 @@
 // Package data loads the image datasets of pytorch-CycleGAN-and-pix2pix into float32 NCHW batches
-// and builds small demo datasets from Fashion-MNIST.
+// and builds datasets from Fashion-MNIST and from the texture photographs of a Debian package.
 //
 // Contract:
 //   - Two folder layouts, as the reference reads them: aligned (root/<phase>/*.png|jpg, each image
@@ -19,6 +19,22 @@
 //     sandal/sneaker/ankle boot, inverted to a dark item on white) and sneaker2boot (unaligned:
 //     sneakers | ankle boots). They write into a temporary folder renamed into place, and a
 //     marker file makes a re-run with the same flags a no-op.
+//   - BuildTextures makes RGB datasets with real fine detail from the JPEGs of the Debian package
+//     openarena-081-textures (GPL-2+): the .deb is found in or fetched into a cache folder
+//     (`apt-get download`, no root), read in Go (ar, xz, tar, zip) and its .pk3 unpacked there
+//     once. Textures are classified into materials by set and file name (effects, skies,
+//     liquids, lamps, signs, trims and the like are left out, as are textures smaller than the
+//     image size, which are never upscaled, and polished ones without fine detail). Near-duplicate
+//     variants form one group, and groups, stratified by material, are split train/test by the
+//     seed: train folders draw on training groups, val and test folders on test groups, and
+//     texture-splits.json lists which files each side used. Crops keep the native resolution
+//     (or shrink at most 2x). sketch2texture is aligned: B a collage of 2-6 texture crops in
+//     recursively split rectangles, A its sketch (each rectangle flat in its crop's mean colour,
+//     the crop's Canny edges and the borders in black). stone2metal is unaligned: A stone, brick,
+//     concrete; B metal, rust, grates. texture-classes is an ImageFolder for a texture
+//     classifier: <split>/<material>/NNNNN.png, one folder per material with enough groups.
+//     The same flags give byte-identical files; the package's copyright and CREDITS files are
+//     copied beside the images.
 //   - Errors are returned, never panics, for anything read from disk; each names the file and
 //     wraps one of the Err* values below. Misuse by the caller (a nil dataset) panics.
 //

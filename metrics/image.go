@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math"
 )
 
@@ -111,4 +113,33 @@ func gaussianWindow(n int, sigma float64) []float64 {
 		w[i] /= s
 	}
 	return w
+}
+
+// PairedMetrics is each generated image's PSNR (at most MaxPSNR), SSIM and L1 against its
+// target. gen and real are in the same order and of the same shapes.
+func PairedMetrics(gen, real []Image) *PerImage {
+	p := &PerImage{PSNR: make([]float64, len(gen)), SSIM: make([]float64, len(gen)), L1: make([]float64, len(gen))}
+	for i := range gen {
+		p.PSNR[i] = math.Min(PSNR(gen[i], real[i]), MaxPSNR)
+		p.SSIM[i] = SSIM(gen[i], real[i])
+		p.L1[i] = L1(gen[i], real[i])
+	}
+	return p
+}
+
+// Digest is a short hash of an image set's shapes and pixels, in order.
+func Digest(images []Image) string {
+	h := fnv.New64a()
+	var b [4]byte
+	for _, im := range images {
+		for _, v := range []int{im.C, im.H, im.W} {
+			binary.LittleEndian.PutUint32(b[:], uint32(v))
+			h.Write(b[:])
+		}
+		for _, v := range im.Pix {
+			binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))
+			h.Write(b[:])
+		}
+	}
+	return fmt.Sprintf("fnv64a:%016x", h.Sum64())
 }

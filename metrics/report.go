@@ -30,39 +30,91 @@ type Result struct {
 	Arch string `json:"arch"`
 	// Params and MACs (at the evaluation size and at SpeedSize); the ratios are the
 	// teacher's over this model's (compression).
-	Params       int64     `json:"params"`
-	MACs         int64     `json:"macs"`
-	MACsSpeed    int64     `json:"macs_at_speed_size"`
-	ParamRatio   float64   `json:"param_compression"`
-	MACRatio     float64   `json:"mac_compression"`
-	InferenceMs  float64   `json:"inference_ms"`
-	Speedup      float64   `json:"speedup"`
-	PSNR         float64   `json:"psnr,omitempty"`
-	SSIM         float64   `json:"ssim,omitempty"`
-	L1           float64   `json:"l1,omitempty"`
-	FD           float64   `json:"frechet_distance"`
-	SpectrumDist float64   `json:"spectrum_distance"`
+	Params      int64   `json:"params"`
+	MACs        int64   `json:"macs"`
+	MACsSpeed   int64   `json:"macs_at_speed_size"`
+	ParamRatio  float64 `json:"param_compression"`
+	MACRatio    float64 `json:"mac_compression"`
+	InferenceMs float64 `json:"inference_ms"`
+	Speedup     float64 `json:"speedup"`
+	// PSNR, SSIM and L1 are means over the test images (paired tasks); PerImage holds each
+	// image's values, so differences between models can be bootstrapped over images.
+	PSNR     float64   `json:"psnr,omitempty"`
+	SSIM     float64   `json:"ssim,omitempty"`
+	L1       float64   `json:"l1,omitempty"`
+	PerImage *PerImage `json:"per_image,omitempty"`
+	FD       float64   `json:"frechet_distance"`
+	// SpectrumDist is the distance of this model's spectrum to the real images'.
+	SpectrumDist float64 `json:"spectrum_distance"`
+	// BandEnergies are the set's Haar band energies, in Report.Bands' order.
 	BandEnergies []float64 `json:"band_energies"`
 	Spectrum     []float64 `json:"spectrum"`
 	Curves       []Curve   `json:"loss_curves,omitempty"`
 	Steps        int64     `json:"steps"`
 }
 
+// PerImage is one model's metric of each test image, in test-set order (the order of every
+// model in a report, and of every report of the same test set).
+type PerImage struct {
+	PSNR []float64 `json:"psnr"`
+	SSIM []float64 `json:"ssim"`
+	L1   []float64 `json:"l1"`
+}
+
+// MaxPSNR stands for the infinite PSNR of an image identical to its target, so that means stay
+// finite and report.json valid JSON.
+const MaxPSNR = 100.0
+
+// FeatureInfo says which network produced a report's Frechet distances.
+type FeatureInfo struct {
+	FeatureSpec
+	// File is the weights file as given to --features.
+	File string `json:"file"`
+	// Accuracy is the network's test accuracy on its dataset in percent; absent when the file
+	// does not record it.
+	Accuracy *float64 `json:"test_accuracy,omitempty"`
+}
+
+// NewFeatureInfo describes a loaded network; accuracy is a fraction, NaN when unknown.
+func NewFeatureInfo(n *FeatureNet, file string, accuracy float64) FeatureInfo {
+	info := FeatureInfo{FeatureSpec: n.Spec(), File: file}
+	if !math.IsNaN(accuracy) {
+		pct := 100 * accuracy
+		info.Accuracy = &pct
+	}
+	return info
+}
+
+// String is the one-line description the report and the summary print.
+func (f FeatureInfo) String() string {
+	s := fmt.Sprintf("%s trained on %s (%d classes, %dx%dx%d input", f.Kind, f.Dataset, len(f.Classes), f.Channels, f.Size, f.Size)
+	if f.Accuracy != nil {
+		s += fmt.Sprintf(", test accuracy %.1f%%", *f.Accuracy)
+	}
+	return s + ")"
+}
+
 // Report is a whole evaluation.
 type Report struct {
-	Dataset         string    `json:"dataset"`
-	Task            string    `json:"task"`
-	Paired          bool      `json:"paired"`
-	Images          int       `json:"images"`
-	Size            [2]int    `json:"size"`
-	SpeedSize       int       `json:"speed_size"`
-	Threads         int       `json:"threads"`
-	FeatureNet      string    `json:"feature_net"`
-	FeatureAccuracy float64   `json:"feature_net_accuracy"`
-	Bands           []string  `json:"bands"`
-	RealEnergies    []float64 `json:"real_band_energies"`
-	RealSpectrum    []float64 `json:"real_spectrum"`
-	Results         []Result  `json:"results"`
+	Dataset   string `json:"dataset"`
+	Task      string `json:"task"`
+	Paired    bool   `json:"paired"`
+	Images    int    `json:"images"`
+	Size      [2]int `json:"size"`
+	SpeedSize int    `json:"speed_size"`
+	Threads   int    `json:"threads"`
+	// Features is the network of the Frechet distance. FeatureNet (its file) and
+	// FeatureAccuracy (percent, 0 if unknown) repeat it for readers of older reports.
+	Features        FeatureInfo `json:"feature_network"`
+	FeatureNet      string      `json:"feature_net"`
+	FeatureAccuracy float64     `json:"feature_net_accuracy"`
+	// TestSetDigest identifies the real test images (their pixels, in order), so that reports
+	// of several seeds can be checked to share them before per-image pairing.
+	TestSetDigest string    `json:"test_set_digest,omitempty"`
+	Bands         []string  `json:"bands"`
+	RealEnergies  []float64 `json:"real_band_energies"`
+	RealSpectrum  []float64 `json:"real_spectrum"`
+	Results       []Result  `json:"results"`
 	// Grid is a PNG: one row per sample (input, each model's output, target).
 	Grid    []byte   `json:"-"`
 	Columns []string `json:"grid_columns"`
@@ -291,7 +343,7 @@ img.grid{image-rendering:pixelated;border:1px solid #ddd}
 </style></head><body>
 <h1>wkd evaluation: {{.Dataset}}</h1>
 <p class="note">{{.Task}}, {{.Images}} test images at {{index .Size 0}}x{{index .Size 1}}; inference timed at {{.SpeedSize}}x{{.SpeedSize}}, batch 1, {{.Threads}} threads.
-Frechet distance on {{.FeatureNet}} features (its Fashion-MNIST test accuracy: {{f "%.1f%%" .FeatureAccuracy}}).
+Frechet distance on the features of {{.Features}}{{with .Features.File}}, weights {{.}}{{end}}.
 Arrows show the better direction.</p>
 <table>
 <tr><th>model</th><th>architecture</th><th>params</th><th>MACs ({{index .Size 0}}px)</th><th>compression (MACs)</th><th>ms @{{.SpeedSize}}px</th><th>speedup</th>

@@ -21,7 +21,7 @@ import (
 
 func init() {
 	register(command{name: "eval", summary: "evaluate generators on a test set; write report.json and report.html", run: runEval})
-	register(command{name: "train-features", summary: "train the Fashion-MNIST feature network of the Frechet distance", run: runTrainFeatures})
+	register(command{name: "train-features", summary: "train the feature network of the Frechet distance (Fashion-MNIST, or an ImageFolder of textures)", run: runTrainFeatures})
 }
 
 type evalModel struct {
@@ -37,7 +37,7 @@ func runEval(args []string) error {
 	runs := fs.String("runs", "runs/teacher,runs/none,runs/pixel,runs/wavelet", "run folders to evaluate, comma separated; the first is the reference for compression and speedup (the teacher)")
 	names := fs.String("names", "", "display names, comma separated (default: the folder names)")
 	dataDir := fs.String("data", "", "dataset folder (default: the first run's)")
-	features := fs.String("features", "runs/features.safetensors", "feature network weights for the Frechet distance (make them with 'wkd train-features')")
+	features := fs.String("features", "runs/features.safetensors", "feature network weights for the Frechet distance, Fashion-MNIST or texture (make them with 'wkd train-features')")
 	out := fs.String("out", "report", "folder for report.json and report.html")
 	maxImages := fs.Int("max-images", 200, "evaluate at most this many test images")
 	speedSize := fs.Int("speed-size", 256, "image side at which inference time is measured")
@@ -132,7 +132,11 @@ func runEval(args []string) error {
 
 	rep := &metrics.Report{Dataset: root, Task: string(task), Paired: task == trainer.Pix2Pix, Images: n,
 		Size: [2]int{reals[0].H, reals[0].W}, SpeedSize: *speedSize, Threads: ops.Threads(),
-		FeatureNet: *features, FeatureAccuracy: 100 * acc}
+		Features: metrics.NewFeatureInfo(fnet, *features, acc), FeatureNet: *features, TestSetDigest: metrics.Digest(reals)}
+	if rep.Features.Accuracy != nil {
+		rep.FeatureAccuracy = *rep.Features.Accuracy
+	}
+	fmt.Fprintf(os.Stderr, "Frechet distance on the features of %s\n", rep.Features)
 	bands, realE := metrics.BandEnergies(reals, *levels)
 	for _, b := range bands {
 		rep.Bands = append(rep.Bands, b.String())
@@ -148,11 +152,8 @@ func runEval(args []string) error {
 		r.MACs, _ = models.CountMACs(m.spec, rep.Size[0], rep.Size[1])
 		r.MACsSpeed, _ = models.CountMACs(m.spec, *speedSize, *speedSize)
 		if rep.Paired {
-			for i := range n {
-				r.PSNR += metrics.PSNR(outs[k][i], reals[i]) / float64(n)
-				r.SSIM += metrics.SSIM(outs[k][i], reals[i]) / float64(n)
-				r.L1 += metrics.L1(outs[k][i], reals[i]) / float64(n)
-			}
+			r.PerImage = metrics.PairedMetrics(outs[k], reals)
+			r.PSNR, r.SSIM, r.L1 = meanOf(r.PerImage.PSNR), meanOf(r.PerImage.SSIM), meanOf(r.PerImage.L1)
 		}
 		g, err := metrics.Fit(fnet.Features(outs[k]))
 		if err != nil {
@@ -208,6 +209,14 @@ func runEval(args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", filepath.Join(*out, "report.json"), filepath.Join(*out, "report.html"))
 	return nil
+}
+
+func meanOf(v []float64) float64 {
+	var s float64
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
 }
 
 // inferenceMs is the median time of one batch-1 forward pass at size x size, no tape recorded.
@@ -273,19 +282,55 @@ func lossCurves(path string) ([]metrics.Curve, int64) {
 
 func runTrainFeatures(args []string) error {
 	fs := flag.NewFlagSet("train-features", flag.ContinueOnError)
-	cfg := metrics.DefaultTrainConfig("/usr/share/datasets/fashion-mnist")
-	fs.StringVar(&cfg.Source, "source", cfg.Source, "Fashion-MNIST folder (Debian package dataset-fashion-mnist)")
-	fs.IntVar(&cfg.Samples, "samples", cfg.Samples, "training images to use (at most 60000)")
-	fs.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "passes over them")
-	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "minibatch size")
-	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
+	fm := metrics.DefaultTrainConfig("/usr/share/datasets/fashion-mnist")
+	tx := metrics.DefaultTextureTrainConfig("")
+	source := fs.String("source", fm.Source, "Fashion-MNIST folder (Debian package dataset-fashion-mnist): trains the Fashion-MNIST network, the default")
+	dataDir := fs.String("data", "", "ImageFolder (train/<class>/*.png, test/<class>/*.png) to train a texture network on instead")
+	samples := fs.Int("samples", fm.Samples, "training images to use (Fashion-MNIST: at most 60000; with --data: 0 = all, its default)")
+	epochs := fs.Int("epochs", fm.Epochs, fmt.Sprintf("passes over them (with --data: default %d)", tx.Epochs))
+	batch := fs.Int("batch", fm.Batch, "minibatch size")
+	lr := fs.Float64("lr", 1e-3, "Adam learning rate")
+	seed := fs.Uint64("seed", fm.Seed, "random seed (weights, minibatch order, flips, the --samples subset)")
+	channels := fs.Int("channels", tx.Channels, "with --data: input channels, 3 (RGB) or 1 (luma)")
+	size := fs.Int("size", tx.Size, "with --data: input side, 64 or 32 (images of other sizes are resized)")
 	out := fs.String("out", "runs/features.safetensors", "where to write the weights")
 	threads := fs.Int("threads", runtime.NumCPU(), "compute threads")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if cfg.Samples < cfg.Batch || cfg.Epochs < 1 || cfg.Batch < 1 {
-		return errors.New("--samples must be at least --batch, and --epochs and --batch at least 1")
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags only; see 'wkd train-features -h')", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	cfg := fm
+	cfg.Source = *source
+	if *dataDir != "" {
+		if set["source"] {
+			return errors.New("--source and --data: give one (--source trains the Fashion-MNIST network, --data a texture network)")
+		}
+		cfg = metrics.DefaultTextureTrainConfig(*dataDir)
+		cfg.Channels, cfg.Size = *channels, *size
+	} else {
+		for _, name := range []string{"channels", "size"} {
+			if set[name] {
+				return fmt.Errorf("--%s applies to a texture network: give --data too (the Fashion-MNIST network is 1x32x32)", name)
+			}
+		}
+	}
+	for name, apply := range map[string]func(){
+		"samples": func() { cfg.Samples = *samples },
+		"epochs":  func() { cfg.Epochs = *epochs },
+		"batch":   func() { cfg.Batch = *batch },
+		"lr":      func() { cfg.LR = float32(*lr) },
+		"seed":    func() { cfg.Seed = *seed },
+	} {
+		if set[name] {
+			apply()
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	ops.SetThreads(*threads)
 	t0 := time.Now()
@@ -294,11 +339,12 @@ func runTrainFeatures(args []string) error {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-		return err
+		return fmt.Errorf("--out %s: %w", *out, err)
 	}
 	if err := n.Save(*out, acc); err != nil {
-		return err
+		return fmt.Errorf("--out %s: %w", *out, err)
 	}
-	fmt.Fprintf(os.Stderr, "feature network: test accuracy %.2f%% after %s; weights in %s\n", 100*acc, time.Since(t0).Round(time.Second), *out)
+	info := metrics.NewFeatureInfo(n, *out, acc)
+	fmt.Fprintf(os.Stderr, "feature network: test accuracy %.2f%% after %s\n%s; weights in %s\n", 100*acc, time.Since(t0).Round(time.Second), info, *out)
 	return nil
 }
