@@ -24,13 +24,6 @@ import (
 // holds pak4-textures.pk3, a zip of textures/<set>/<name>.jpg.
 const TexturePackage = "openarena-081-textures"
 
-// Errors of the texture builders. They belong with the block in errors.go.
-var (
-	ErrBadArchive     = errors.New("data: corrupt or truncated archive")
-	ErrNoTexturePkg   = errors.New("data: texture package not available")
-	ErrTooFewTextures = errors.New("data: too few textures")
-)
-
 // texturePK3 is the archive inside the package that holds the textures.
 const texturePK3 = "pak4-textures.pk3"
 

@@ -15,4 +15,8 @@ var (
 	ErrBadIDX        = errors.New("data: malformed IDX file")
 	ErrDatasetExists = errors.New("data: output folder holds another dataset")
 	ErrLoaderClosed  = errors.New("data: loader closed")
+	// The texture builders'.
+	ErrBadArchive     = errors.New("data: corrupt or truncated archive")
+	ErrNoTexturePkg   = errors.New("data: texture package not available")
+	ErrTooFewTextures = errors.New("data: too few textures")
 )
