@@ -71,10 +71,13 @@ cuda-check:
 device-check:
 	bash scripts/device-check.sh
 
-# The README's results table (both datasets, 3 seeds): results/*/summary.md.
+# The README's results: both texture datasets at 64 px, 5 seeds and an alpha sweep, then one
+# seed of sketch2texture at 128 px (results/<dataset>-<size>/summary.md). About 4 hours on
+# 2 cores; finished runs are skipped, so an interrupted call continues.
 experiments: deps build
-	scripts/experiments.sh edges2shoes-mini "1 2 3"
-	scripts/experiments.sh sneaker2boot "1 2 3"
+	scripts/experiments.sh sketch2texture "1 2 3 4 5"
+	scripts/experiments.sh stone2metal "1 2 3 4 5"
+	SIZE=128 scripts/experiments.sh sketch2texture 1
 
 -include docker.mk
 

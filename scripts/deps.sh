@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what wkd's tests, demo and benchmarks need on Debian 12, skipping what is there:
-# PyTorch (the parity reference), numpy, the Fashion-MNIST dataset, and the Go modules.
+# PyTorch (the parity reference), numpy, the Fashion-MNIST dataset, and the Go modules; and
+# downloads (not installs) the texture photographs' package into wkd's cache, as `wkd data`
+# would, so the texture tests run on the real package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +23,15 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 go mod download
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/wkd
+if ! ls "$cache"/openarena-081-textures_*.deb >/dev/null 2>&1; then
+  mkdir -p "$cache"
+  if ! apt-cache show openarena-081-textures >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+  fi
+  echo "deps: downloading openarena-081-textures into $cache"
+  (cd "$cache" && apt-get download -qq openarena-081-textures 2>&1 | grep -v "unsandboxed" || true)
+  ls "$cache"/openarena-081-textures_*.deb >/dev/null
+fi

@@ -379,6 +379,9 @@ func (t *Trainer) loadTeachers() error {
 		}
 		files["G"] = path
 	}
+	if err := fitsCrop(t.cfg.CropSize, "the teacher's generator", spec); err != nil {
+		return fmt.Errorf("%w: --teacher %s: %v", ErrConfig, path, err)
+	}
 	t.cfg.TeacherG = spec
 	load := func(s models.Spec, file string) (models.Module, error) {
 		m, err := models.Build(s)
@@ -410,6 +413,9 @@ func (t *Trainer) loadTeachers() error {
 // checkpoint of its run folder into the student's, which must be the same network.
 func (t *Trainer) loadTeacherD() error {
 	dir := t.cfg.Teacher
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("%w: --use-teacher-d needs --teacher to be a wkd run folder (its checkpoint holds the discriminator), not the weights file %s", ErrConfig, dir)
+	}
 	tc, err := LoadConfig(dir)
 	if err != nil {
 		return fmt.Errorf("--use-teacher-d: --teacher %s is not a wkd run folder: %w", dir, err)

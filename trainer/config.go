@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -268,6 +269,15 @@ func (c Config) Validate() error {
 	default:
 		return bad("--gan-mode %q: use vanilla or lsgan", c.GANMode)
 	}
+	for _, f := range []struct {
+		flag string
+		v    float32
+	}{{"--lr", c.LR}, {"--beta1", c.Beta1}, {"--alpha", c.Alpha}, {"--lambda-l1", c.LambdaL1}, {"--lambda-A", c.LambdaA},
+		{"--lambda-B", c.LambdaB}, {"--lambda-identity", c.LambdaIdentity}} {
+		if math.IsNaN(float64(f.v)) || math.IsInf(float64(f.v), 0) {
+			return bad("%s %v: must be a finite number", f.flag, f.v)
+		}
+	}
 	if c.LR <= 0 || c.Beta1 < 0 || c.Beta1 >= 1 {
 		return bad("--lr %g must be > 0 and --beta1 %g in [0, 1)", c.LR, c.Beta1)
 	}
@@ -279,6 +289,12 @@ func (c Config) Validate() error {
 	}
 	if c.CropSize < 4 || c.LoadSize < c.CropSize {
 		return bad("--crop-size %d and --load-size %d: need 4 <= crop <= load", c.CropSize, c.LoadSize)
+	}
+	if err := fitsCrop(c.CropSize, "--netG", c.G); err != nil {
+		return bad("%v", err)
+	}
+	if err := fitsCrop(c.CropSize, "--netD", c.D); err != nil {
+		return bad("%v", err)
 	}
 	if c.CheckpointEvery < 1 || c.KeepCheckpoints < 1 || c.LogEvery < 1 {
 		return bad("--checkpoint-every, --keep-checkpoints and --log-every must be at least 1")
@@ -306,12 +322,12 @@ func (c Config) Validate() error {
 		if c.KDLoss != L1 && c.KDLoss != MSE {
 			return bad("--kd-loss %q: use l1 or mse", c.KDLoss)
 		}
-		if c.UseTeacherD && c.TeacherG.Kind != 0 {
-			return bad("--use-teacher-d needs --teacher to be a run folder (its checkpoint holds the discriminator), not a weights file with --teacher-netG")
-		}
 		if c.TeacherG.Kind != 0 {
 			if err := c.TeacherG.Validate(); err != nil {
 				return bad("teacher: %v", err)
+			}
+			if err := fitsCrop(c.CropSize, "the teacher's generator", c.TeacherG); err != nil {
+				return bad("%v", err)
 			}
 		}
 	} else if c.KD != KDNone && c.KD != "" {
@@ -321,6 +337,15 @@ func (c Config) Validate() error {
 	}
 	if c.Task == CycleGAN && (c.G.InputNC != c.G.OutputNC) && c.LambdaIdentity > 0 {
 		return bad("identity loss (--lambda-identity %g) needs input and output channels equal (%d vs %d)", c.LambdaIdentity, c.G.InputNC, c.G.OutputNC)
+	}
+	return nil
+}
+
+// fitsCrop says whether a crop x crop image goes through the network (a generator's sides must
+// be a multiple of its downsampling, a discriminator must keep an output), naming the flag.
+func fitsCrop(crop int, what string, s models.Spec) error {
+	if _, err := models.CountMACs(s, crop, crop); err != nil {
+		return fmt.Errorf("--crop-size %d does not fit %s %v: %v", crop, what, s.Kind, err)
 	}
 	return nil
 }

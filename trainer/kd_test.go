@@ -107,10 +107,12 @@ func TestKDGradientFiniteDifferences(t *testing.T) {
 			name := fmt.Sprintf("%v_J%d_%s", c.shape, c.levels, d)
 			student := randImage(r, 1, c.shape...)
 			teacher := randImage(r, 1, c.shape...)
+			// Both could take a gradient: the loss must send one to the student only.
 			student.SetRequiresGrad(true)
+			teacher.SetRequiresGrad(true)
 			tp := ops.NewTape()
 			tp.Backward(waveletKD(tp, student, teacher, c.levels, d))
-			if teacher.Grad != nil {
+			if teacher.Grad != nil && maxAbs(teacher.Grad) != 0 {
 				t.Errorf("%s: the teacher got a gradient", name)
 			}
 			grad := clone(student.Grad)
@@ -218,6 +220,10 @@ func TestKDStepParity(t *testing.T) {
 		c.LoadSize, c.CropSize, c.BatchSize = size, size, 1
 		return c
 	}
+	// A U-Net teacher with dropout (6 downsamplings: one dropout block) at 64 px: in eval mode
+	// it drops nothing, whatever its norm.
+	dropoutTeacher := pix(64, models.UNet, models.Instance)
+	dropoutTeacher.G.NumDowns = 6
 	cases := []struct {
 		name   string
 		base   Config
@@ -227,6 +233,7 @@ func TestKDStepParity(t *testing.T) {
 		alpha  float32
 		steps  int
 	}{
+		{"pix2pix_wavelet_l1_J3_64_teacher_dropout", dropoutTeacher, KDWavelet, L1, 3, 50, 1},
 		{"pix2pix_wavelet_l1_J3_32", pix(32, models.UNet, models.Batch), KDWavelet, L1, 3, 50, 1},
 		{"pix2pix_wavelet_mse_J1_32", pix(32, models.UNet, models.Instance), KDWavelet, MSE, 1, 5000, 1},
 		{"pix2pix_wavelet_l1_J4_24", pix(24, models.ResNet, models.Instance), KDWavelet, L1, 4, 200, 2},
@@ -240,7 +247,9 @@ func TestKDStepParity(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := c.base
-			cfg.Teacher = kdTeacher(t, cfg)
+			teacher := cfg
+			teacher.G.Dropout = cfg.G.NumDowns >= 6 // the student stays without: no random stream
+			cfg.Teacher = kdTeacher(t, teacher)
 			cfg.Dir = t.TempDir()
 			cfg.G.NGF = 2 // the student: half the teacher's width
 			cfg.KD, cfg.KDLoss, cfg.Levels, cfg.Alpha = c.kd, c.dist, c.levels, c.alpha
@@ -391,11 +400,27 @@ func TestUseTeacherD(t *testing.T) {
 			if _, err := New(wider, nil); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--use-teacher-d") || !strings.Contains(err.Error(), "--ndf 4") {
 				t.Errorf("a discriminator of another width: err = %v, want ErrConfig naming --use-teacher-d and --ndf 4", err)
 			}
-			file := base
-			file.Dir, file.UseTeacherD = t.TempDir(), true
-			file.Teacher, file.TeacherG = filepath.Join(base.Teacher, "G.safetensors"), base.G
-			if err := file.Validate(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--use-teacher-d") {
-				t.Errorf("a weights-file teacher: err = %v, want ErrConfig naming --use-teacher-d", err)
+			if task == Pix2Pix {
+				file := base
+				file.Dir, file.UseTeacherD = t.TempDir(), true
+				file.Teacher, file.TeacherG = filepath.Join(base.Teacher, "G.safetensors"), base.G
+				file.TeacherG.NGF = 4
+				if _, err := New(file, nil); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--use-teacher-d") {
+					t.Errorf("a weights-file teacher: err = %v, want ErrConfig naming --use-teacher-d", err)
+				}
+			}
+			// A run started from the teacher's D resumes from its own checkpoint (its saved
+			// configuration names the teacher's architecture, which must not stop it).
+			cfg := base
+			cfg.Dir, cfg.UseTeacherD = t.TempDir(), true
+			runFor(t, cfg, 1, false)
+			saved, err := LoadConfig(cfg.Dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := runFor(t, saved, 2, true)
+			if tr.Step() != 2 {
+				t.Errorf("resumed run ended at step %d, want 2", tr.Step())
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -257,6 +258,7 @@ func stepParity(t *testing.T, cfg Config, steps int) parityFigures {
 	losses := map[string][]float32{}
 	var tr *Trainer
 	var s int
+	var shares []float64
 	record := func(rep StepReport) {
 		// The step's batch is still in the trainer's input tensors.
 		pre := fmt.Sprintf("step%d/", s)
@@ -266,6 +268,7 @@ func stepParity(t *testing.T, cfg Config, steps int) parityFigures {
 			losses[fmt.Sprintf("loss%d/%s", s, l.Name)] = []float32{float32(l.Value)}
 		}
 		f.kdShare = math.Max(f.kdShare, rep.KDShare)
+		shares = append(shares, rep.KDShare)
 		s++
 	}
 	tr, err := New(cfg, io.Discard, WithObserver(record))
@@ -291,6 +294,20 @@ func stepParity(t *testing.T, cfg Config, steps int) parityFigures {
 			teachers = []namedNet{{"G_A", tr.teacherA}, {"G_B", tr.teacherB}}
 		}
 		for _, n := range teachers {
+			// The teacher PyTorch gets is the one in the teacher's files, not only the one
+			// the trainer loaded.
+			file, err := models.Build(n.net.Spec())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := models.Load(filepath.Join(cfg.Teacher, n.name+".safetensors"), file); err != nil {
+				t.Fatal(err)
+			}
+			for i, st := range n.net.State() {
+				if fmt.Sprint(st.Data) != fmt.Sprint(file.State()[i].Data) {
+					t.Errorf("teacher %s/%s is not the one in %s", n.name, st.Name, cfg.Teacher)
+				}
+			}
 			for _, st := range n.net.State() {
 				inputs["teacher/"+n.name+"/"+st.Name] = torchref.Of(clone(st.Data), st.Shape...)
 			}
@@ -335,6 +352,27 @@ func stepParity(t *testing.T, cfg Config, steps int) parityFigures {
 		t.Errorf("%d losses logged, PyTorch computed %d", len(losses), len(wantLosses))
 	}
 	lossErr := torchref.Compare(t, 1e-4, losses, wantLosses)
+	if cfg.Distilling() {
+		// The log's KD share: alpha * KD over the whole generator loss, from PyTorch's terms.
+		for step, got := range shares {
+			var kd, total float64
+			for k, v := range wantLosses {
+				name, ok := strings.CutPrefix(k, fmt.Sprintf("loss%d/", step))
+				if !ok || strings.HasPrefix(name, "D") {
+					continue
+				}
+				if strings.HasPrefix(name, "KD") {
+					kd += float64(cfg.Alpha) * float64(v.Data[0])
+					total += float64(cfg.Alpha) * float64(v.Data[0])
+				} else {
+					total += float64(v.Data[0])
+				}
+			}
+			if want := kd / total; math.Abs(got-want) > 1e-4*want {
+				t.Errorf("step %d: kd_share %.6g, PyTorch's terms give %.6g", step, got, want)
+			}
+		}
+	}
 
 	lr := float64(cfg.LR)
 	gotState, gotGrad := map[string][]float32{}, map[string][]float32{}

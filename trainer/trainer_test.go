@@ -8,6 +8,7 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -250,11 +251,23 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 	}{
 		{"batch", "--batch-size", func(c *Config) { c.BatchSize = 0 }},
 		{"lr", "--lr", func(c *Config) { c.LR = -1 }},
+		{"lr nan", "--lr", func(c *Config) { c.LR = float32(math.NaN()) }},
+		{"alpha inf", "--alpha", func(c *Config) { c.Teacher, c.KD, c.Alpha = "t", KDWavelet, float32(math.Inf(1)) }},
 		{"gan", "--gan-mode", func(c *Config) { c.GANMode = "wgan" }},
 		{"kd without teacher", "--teacher", func(c *Config) { c.KD = KDWavelet }},
 		{"kd kind", "--kd", func(c *Config) { c.Teacher, c.KD = "t", "feature" }},
 		{"levels", "--levels", func(c *Config) { c.Teacher, c.KD, c.Levels = "t", KDWavelet, 0 }},
 		{"kd loss", "--kd-loss", func(c *Config) { c.Teacher, c.KD, c.KDLoss = "t", KDWavelet, "huber" }},
+		{"crop vs U-Net", "--crop-size 33", func(c *Config) { c.CropSize, c.LoadSize = 33, 36 }},
+		{"crop vs PatchGAN", "--crop-size 8", func(c *Config) {
+			c.G = models.Spec{Kind: models.ResNet, NBlocks: 1, InputNC: 3, OutputNC: 3, NGF: 4, Norm: models.Instance}
+			c.CropSize, c.LoadSize = 8, 8
+		}},
+		{"crop vs teacher", "--crop-size 36", func(c *Config) {
+			c.G = models.Spec{Kind: models.ResNet, NBlocks: 1, InputNC: 3, OutputNC: 3, NGF: 4, Norm: models.Instance}
+			c.Teacher, c.KD, c.TeacherG, c.CropSize, c.LoadSize = "t", KDWavelet, c.G, 36, 36
+			c.TeacherG = models.Spec{Kind: models.UNet, NumDowns: 5, InputNC: 3, OutputNC: 3, NGF: 4, Norm: models.Instance}
+		}},
 		{"epochs", "--epochs", func(c *Config) { c.Epochs, c.EpochsDecay = 0, 0 }},
 		{"data", "--data", func(c *Config) { c.Data = "" }},
 	}

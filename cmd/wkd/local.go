@@ -60,7 +60,7 @@ func runLocalCluster(job string, args []string, n int, cfg trainer.Config) error
 	if err != nil {
 		return err
 	}
-	rest := dropFlag(args, "local-nodes")
+	rest := dropFlag(args, "local-nodes", true)
 	fmt.Fprintf(os.Stderr, "local cluster: NATS at %s, %d nodes on %s\n", srv.ClientURL(), n, strings.Join(seeds, ","))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -94,13 +94,16 @@ func runLocalCluster(job string, args []string, n int, cfg trainer.Config) error
 	return nil
 }
 
-// dropFlag removes --name value and --name=value from args.
-func dropFlag(args []string, name string) []string {
+// dropFlag removes --name=value, and --name with the argument after it when the flag takes a
+// value (a boolean flag stands alone), from args.
+func dropFlag(args []string, name string, takesValue bool) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--"+name || a == "-"+name {
-			i++
+			if takesValue {
+				i++ // "--name value"; a boolean flag stands alone
+			}
 			continue
 		}
 		if strings.HasPrefix(a, "--"+name+"=") || strings.HasPrefix(a, "-"+name+"=") {

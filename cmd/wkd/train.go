@@ -160,7 +160,7 @@ func runTrain(name string, args []string) error {
 		}
 	}
 	if f.localNodes > 0 {
-		return runLocalCluster(name, dropFlag(args, "overwrite"), f.localNodes, cfg)
+		return runLocalCluster(name, dropFlag(args, "overwrite", false), f.localNodes, cfg)
 	}
 
 	out, err := logWriter(f.logFormat)
