@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 
 	"wkd/internal/torchref"
@@ -263,5 +264,40 @@ func TestBootstrapReproducibleAndChecked(t *testing.T) {
 	}
 	if _, err := PairedBootstrap(a, b, true, BootstrapConfig{Draws: 0, Level: 0.95}, 0); !errors.Is(err, ErrBootstrap) {
 		t.Errorf("0 draws: err = %v", err)
+	}
+}
+
+// TestBootstrapDrawLimits: a summary's verdicts need MinDraws to MaxDraws draws, and more than
+// MaxDraws is an error, not an allocation of that many values.
+func TestBootstrapDrawLimits(t *testing.T) {
+	if err := DefaultBootstrapConfig().Validate(); err != nil {
+		t.Errorf("the default: %v", err)
+	}
+	for _, c := range []struct {
+		cfg  BootstrapConfig
+		want string
+	}{
+		{BootstrapConfig{Draws: MinDraws - 1, Level: 0.95}, "--draws"},
+		{BootstrapConfig{Draws: 1, Level: 0.95}, "--draws"},
+		{BootstrapConfig{Draws: MaxDraws + 1, Level: 0.95}, "--draws"},
+		{BootstrapConfig{Draws: MinDraws, Level: 1}, "--level"},
+	} {
+		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: err = %v, want one naming %s", c.cfg, err, c.want)
+		}
+	}
+	for _, c := range []BootstrapConfig{{Draws: MinDraws, Level: 0.95}, {Draws: MaxDraws, Level: 0.95}} {
+		if err := c.Validate(); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	a := [][]float64{{1, 2, 3}}
+	b := [][]float64{{0, 0, 0}}
+	if _, err := PairedBootstrap(a, b, true, BootstrapConfig{Draws: 100000000000000, Level: 0.95}, 0); !errors.Is(err, ErrBootstrap) {
+		t.Errorf("1e14 draws: err = %v, want ErrBootstrap", err)
+	}
+	rep := Report{Task: "pix2pix", Paired: true, Results: []Result{{Name: "a"}, {Name: "b"}}}
+	if _, err := Summarize([]Report{rep}, nil, SummaryConfig{Bootstrap: BootstrapConfig{Draws: 1, Level: 0.95}}); err == nil || !strings.Contains(err.Error(), "--draws") {
+		t.Errorf("a summary of 1 draw: err = %v, want one naming --draws", err)
 	}
 }

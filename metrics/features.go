@@ -481,6 +481,10 @@ func TrainFeatureNet(cfg TrainConfig, progress io.Writer) (*FeatureNet, float64,
 			return nil, 0, err
 		}
 		spec = TextureSpec(folder.Name, folder.Classes, cfg.Channels, cfg.Size)
+		// The test split's classes are checked before any image is decoded.
+		if _, _, err := folder.Files("test"); err != nil {
+			return nil, 0, err
+		}
 		if train, err = folder.load("train", spec, cfg.Samples, cfg.Seed); err != nil {
 			return nil, 0, err
 		}

@@ -282,6 +282,15 @@ func TestImageFolderErrors(t *testing.T) {
 	emptyClass := filepath.Join(root, "empty")
 	writeTextureFolder(t, emptyClass, 2, 1, 16, 5)
 	mk(filepath.Join(emptyClass, "train", "wood"))
+	// A test split without a class, or with an empty one, would give an accuracy over fewer
+	// classes than the network tells apart.
+	testLacks := filepath.Join(root, "testlacks")
+	writeTextureFolder(t, testLacks, 2, 1, 16, 7)
+	os.RemoveAll(filepath.Join(testLacks, "test", "stripes"))
+	testEmpty := filepath.Join(root, "testempty")
+	writeTextureFolder(t, testEmpty, 2, 1, 16, 8)
+	os.RemoveAll(filepath.Join(testEmpty, "test", "noise"))
+	mk(filepath.Join(testEmpty, "test", "noise"))
 	oneClass := filepath.Join(root, "one")
 	mk(filepath.Join(oneClass, "train", "stone"))
 	corrupt := filepath.Join(root, "corrupt")
@@ -297,6 +306,8 @@ func TestImageFolderErrors(t *testing.T) {
 		{onlyTrain, "test"},
 		{extraClass, "wood"},
 		{emptyClass, "wood"},
+		{testLacks, "test/ lacks class stripes"},
+		{testEmpty, "test/noise holds no"},
 		{corrupt, "bad.png"},
 	}
 	for _, c := range cases {

@@ -68,8 +68,9 @@ func isImageFile(name string) bool {
 }
 
 // Files lists a split's images and their labels, sorted by class then file name. Every class
-// of the train split must have images there; the test split may lack a class but may not have
-// one the train split does not.
+// of the train split must have images in the split, and the split no class the train split
+// lacks: a test split without a class would report an accuracy over fewer classes than the
+// network tells apart, and the report would not show it.
 func (f *ImageFolder) Files(split string) ([]string, []int, error) {
 	dir := filepath.Join(f.Root, split)
 	present, err := subfolders(dir)
@@ -79,6 +80,15 @@ func (f *ImageFolder) Files(split string) ([]string, []int, error) {
 	label := map[string]int{}
 	for i, c := range f.Classes {
 		label[c] = i
+	}
+	have := map[string]bool{}
+	for _, c := range present {
+		have[c] = true
+	}
+	for _, c := range f.Classes {
+		if !have[c] {
+			return nil, nil, fmt.Errorf("--data %s: %w: %s/ lacks class %s, which train/ has: add %s/%s/*.png, or remove the class from train/ too", f.Root, ErrImageFolder, split, c, split, c)
+		}
 	}
 	var paths []string
 	var labels []int
@@ -98,7 +108,7 @@ func (f *ImageFolder) Files(split string) ([]string, []int, error) {
 				labels = append(labels, y)
 			}
 		}
-		if len(paths) == before && split == "train" {
+		if len(paths) == before {
 			return nil, nil, fmt.Errorf("--data %s: %w: %s/%s holds no .png or .jpg images", f.Root, ErrImageFolder, split, c)
 		}
 	}

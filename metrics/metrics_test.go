@@ -247,3 +247,70 @@ func TestReportRenders(t *testing.T) {
 		t.Error("model names are not escaped")
 	}
 }
+
+// TestPairedMetricsPairsEachImageWithItsTarget: four distinct targets, each generated image the
+// target plus its own offset, in an order that is not sorted, so that a value computed against
+// another image, or sorted, or moved, differs from the one computed here by hand.
+func TestPairedMetricsPairsEachImageWithItsTarget(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	offsets := []float32{0.4, 0.1, 0, 0.2} // [-1, 1] units; half that in [0, 1] units
+	var gen, real []Image
+	for _, off := range offsets {
+		y := randImage(r, 3, 16, 16)
+		x := Image{C: 3, H: 16, W: 16, Pix: make([]float32, len(y.Pix))}
+		for i, v := range y.Pix {
+			x.Pix[i] = v + off
+		}
+		gen, real = append(gen, x), append(real, y)
+	}
+	p := PairedMetrics(gen, real)
+	if len(p.PSNR) != 4 || len(p.SSIM) != 4 || len(p.L1) != 4 {
+		t.Fatalf("per-image values %+v, want 4 of each", p)
+	}
+	for i, off := range offsets {
+		d := float64(off) / 2
+		wantPSNR, wantL1 := -20*math.Log10(d), d // MSE d^2
+		if off == 0 {
+			wantPSNR = MaxPSNR // an exact copy: capped, not +Inf
+		}
+		if math.Abs(p.PSNR[i]-wantPSNR) > 1e-4 {
+			t.Errorf("image %d: PSNR %v, want %v", i, p.PSNR[i], wantPSNR)
+		}
+		if math.Abs(p.L1[i]-wantL1) > 1e-6 {
+			t.Errorf("image %d: L1 %v, want %v", i, p.L1[i], wantL1)
+		}
+		if want := SSIM(gen[i], real[i]); p.SSIM[i] != want {
+			t.Errorf("image %d: SSIM %v, want SSIM(gen[%d], real[%d]) = %v", i, p.SSIM[i], i, i, want)
+		}
+	}
+	if p.SSIM[2] != 1 || !(p.SSIM[0] < p.SSIM[3] && p.SSIM[3] < p.SSIM[1]) {
+		t.Errorf("SSIM %v: want 1 for the copy and lower the larger the offset", p.SSIM)
+	}
+}
+
+// TestDigestSeesOrderShapeAndPixels: per-image values pair by position, so two test sets in a
+// different order must not share a digest.
+func TestDigestSeesOrderShapeAndPixels(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	a, b := randImage(r, 3, 8, 8), randImage(r, 3, 8, 8)
+	copyOf := func(im Image) Image { im.Pix = append([]float32(nil), im.Pix...); return im }
+	base := Digest([]Image{a, b})
+	if !strings.HasPrefix(base, "fnv64a:") || Digest([]Image{copyOf(a), copyOf(b)}) != base {
+		t.Errorf("digest %q is not a function of the images alone", base)
+	}
+	changed := copyOf(b)
+	changed.Pix[17] += 0.01
+	reshaped := a
+	reshaped.C, reshaped.H = 1, 24
+	for name, set := range map[string][]Image{
+		"reordered":     {b, a},
+		"one pixel off": {a, changed},
+		"reshaped":      {reshaped, b},
+		"one image":     {a},
+		"repeated":      {a, b, a},
+	} {
+		if d := Digest(set); d == base {
+			t.Errorf("%s: the same digest %s", name, d)
+		}
+	}
+}

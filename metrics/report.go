@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"image"
@@ -127,6 +128,57 @@ func (r *Report) WriteJSON(path string) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// ErrReport is returned (wrapped) for a report.json that cannot be read as one.
+var ErrReport = errors.New("metrics: report")
+
+// ReadReport reads a report.json of 'wkd eval' and checks that it has models and that no
+// per-image value is null: encoding/json would read a null as 0, a perfect L1 or a PSNR of 0
+// that no image had, and the paired differences would rest on it.
+func ReadReport(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w: not a report.json of 'wkd eval': %v", path, ErrReport, err)
+	}
+	if len(r.Results) == 0 {
+		return nil, fmt.Errorf("%s: %w: a report with no models: give the report.json of 'wkd eval'", path, ErrReport)
+	}
+	// The per-image values again, as pointers: a null is nil here.
+	var probe struct {
+		Results []struct {
+			Name     string `json:"name"`
+			PerImage *struct {
+				PSNR []*float64 `json:"psnr"`
+				SSIM []*float64 `json:"ssim"`
+				L1   []*float64 `json:"l1"`
+			} `json:"per_image"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return nil, fmt.Errorf("%s: %w: not a report.json of 'wkd eval': %v", path, ErrReport, err)
+	}
+	for _, res := range probe.Results {
+		p := res.PerImage
+		if p == nil {
+			continue // a report from before per_image: summaries resample its seeds only
+		}
+		for _, m := range []struct {
+			key  string
+			vals []*float64
+		}{{"psnr", p.PSNR}, {"ssim", p.SSIM}, {"l1", p.L1}} {
+			for i, v := range m.vals {
+				if v == nil {
+					return nil, fmt.Errorf("%s: %w: model %q has null as per_image.%s[%d] (test image %d): re-run 'wkd eval' for this seed", path, ErrReport, res.Name, m.key, i, i+1)
+				}
+			}
+		}
+	}
+	return &r, nil
 }
 
 // Grid renders rows of images side by side (each (C, H, W) in [-1, 1]) at scale, as PNG.

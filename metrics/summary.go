@@ -213,6 +213,9 @@ func Summarize(reps []Report, names []string, cfg SummaryConfig) (*Summary, erro
 	if cfg.Bootstrap == (BootstrapConfig{}) {
 		cfg.Bootstrap = DefaultBootstrapConfig()
 	}
+	if err := cfg.Bootstrap.Validate(); err != nil {
+		return nil, err
+	}
 	first := &reps[0]
 	s := &Summary{Dataset: first.Dataset, Task: first.Task, Paired: first.Paired, Seeds: len(reps), Reports: names,
 		Images: first.Images, Size: first.Size, SpeedSize: first.SpeedSize, Features: first.Features, Bands: first.Bands,
@@ -360,6 +363,11 @@ func perImageUsable(reps []Report, byName []map[string]*Result, models, names []
 	n := -1
 	for k := range reps {
 		if reps[k].TestSetDigest != reps[0].TestSetDigest {
+			for _, j := range []int{0, k} {
+				if reps[j].TestSetDigest == "" {
+					return false, fmt.Sprintf("%s has no test_set_digest (made by an older wkd eval), so its test images cannot be matched with %s's", names[j], names[k-j])
+				}
+			}
 			return false, fmt.Sprintf("%s and %s evaluated different test images", names[0], names[k])
 		}
 		for _, m := range models {

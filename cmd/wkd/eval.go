@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -40,12 +41,25 @@ func runEval(args []string) error {
 	features := fs.String("features", "runs/features.safetensors", "feature network weights for the Frechet distance, Fashion-MNIST or texture (make them with 'wkd train-features')")
 	out := fs.String("out", "report", "folder for report.json and report.html")
 	maxImages := fs.Int("max-images", 200, "evaluate at most this many test images")
-	speedSize := fs.Int("speed-size", 256, "image side at which inference time is measured")
+	speedSize := fs.Int("speed-size", 256, "image side at which inference time is measured: a multiple of 2^num_downs for a U-Net, of 4 for a ResNet")
 	speedReps := fs.Int("speed-reps", 5, "timed inferences per model (the median is reported)")
-	samples := fs.Int("samples", 8, "rows in the sample grid")
-	levels := fs.Int("levels", 3, "Haar levels for the band energies")
+	samples := fs.Int("samples", 8, "rows in the sample grid (0: no grid)")
+	levels := fs.Int("levels", 3, "Haar levels for the band energies, 1 to log2 of the test images' side")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags only; see 'wkd eval -h')", fs.Arg(0))
+	}
+	// Every flag is checked before any weights, features or images are loaded, so a bad value
+	// fails in a moment, not after the generation.
+	switch {
+	case *maxImages < 1:
+		return fmt.Errorf("--max-images %d: want at least 1 test image (200 is the default)", *maxImages)
+	case *speedReps < 1:
+		return fmt.Errorf("--speed-reps %d: want at least 1 timed inference (5 is the default)", *speedReps)
+	case *samples < 0:
+		return fmt.Errorf("--samples %d: want 0 (no sample grid) or more (8 is the default)", *samples)
 	}
 	runList := strings.Split(*runs, ",")
 	var nameList []string
@@ -53,6 +67,13 @@ func runEval(args []string) error {
 		nameList = strings.Split(*names, ",")
 		if len(nameList) != len(runList) {
 			return fmt.Errorf("--names has %d entries for %d --runs", len(nameList), len(runList))
+		}
+		seen := map[string]bool{}
+		for _, n := range nameList {
+			if strings.TrimSpace(n) == "" || seen[n] {
+				return fmt.Errorf("--names %q: want a distinct, non-empty name for each run", *names)
+			}
+			seen[n] = true
 		}
 	}
 	var ms []evalModel
@@ -65,24 +86,26 @@ func runEval(args []string) error {
 		if nameList != nil {
 			m.name = nameList[i]
 		}
+		ms = append(ms, m)
+	}
+	if err := checkEvalModels(ms, *speedSize, *levels); err != nil {
+		return err
+	}
+	for i := range ms {
+		m := &ms[i]
 		file := "G.safetensors"
-		if cfg.Task == trainer.CycleGAN {
+		if m.cfg.Task == trainer.CycleGAN {
 			file = "G_A.safetensors" // A -> B, the paper's G
 		}
+		var err error
 		if m.g, err = models.Build(m.spec); err != nil {
 			return err
 		}
-		if _, err := models.Load(filepath.Join(r, file), m.g); err != nil {
-			return fmt.Errorf("--runs %s: %w (has the run finished?)", r, err)
+		if _, err := models.Load(filepath.Join(m.run, file), m.g); err != nil {
+			return fmt.Errorf("--runs %s: %w (has the run finished?)", m.run, err)
 		}
-		ms = append(ms, m)
 	}
 	task := ms[0].cfg.Task
-	for _, m := range ms[1:] {
-		if m.cfg.Task != task {
-			return fmt.Errorf("--runs mixes %s (%s) and %s (%s)", ms[0].run, task, m.run, m.cfg.Task)
-		}
-	}
 	root := *dataDir
 	if root == "" {
 		root = ms[0].cfg.Data
@@ -149,6 +172,7 @@ func runEval(args []string) error {
 	}
 	for k, m := range ms {
 		r := metrics.Result{Name: m.name, Run: m.run, Arch: m.spec.String(), Params: models.CountParams(m.g)}
+		// checkEvalModels made sure both sizes fit every generator.
 		r.MACs, _ = models.CountMACs(m.spec, rep.Size[0], rep.Size[1])
 		r.MACsSpeed, _ = models.CountMACs(m.spec, *speedSize, *speedSize)
 		if rep.Paired {
@@ -194,21 +218,86 @@ func runEval(args []string) error {
 		rep.Columns = append(rep.Columns, m.name)
 	}
 	rep.Columns = append(rep.Columns, "target")
-	rep.Grid = metrics.Grid(rows, max(1, 96/rep.Size[0]))
+	// Tiles of at least 192 px, each pixel a block: fine texture stays visible.
+	rep.Grid = metrics.Grid(rows, (192+rep.Size[0]-1)/rep.Size[0])
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
 	if err := rep.WriteJSON(filepath.Join(*out, "report.json")); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(*out, "samples.png"), rep.Grid, 0o644); err != nil {
-		return err
+	if len(rep.Grid) > 0 { // --samples 0: no grid
+		if err := os.WriteFile(filepath.Join(*out, "samples.png"), rep.Grid, 0o644); err != nil {
+			return err
+		}
 	}
 	if err := rep.WriteHTML(filepath.Join(*out, "report.html")); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", filepath.Join(*out, "report.json"), filepath.Join(*out, "report.html"))
 	return nil
+}
+
+// checkEvalModels says what keeps the runs from being evaluated together, or --speed-size or
+// --levels from suiting them, naming the flag and a value that works. The test images are
+// loaded as the first run's (its channels, its crop size), so every run must take them.
+func checkEvalModels(ms []evalModel, speedSize, levels int) error {
+	first := ms[0]
+	crop := first.cfg.CropSize
+	multiple := 1 // what every generator's input sides must be divisible by
+	for _, m := range ms {
+		if m.cfg.Task != first.cfg.Task {
+			return fmt.Errorf("--runs mixes %s (%s) and %s (%s)", first.run, first.cfg.Task, m.run, m.cfg.Task)
+		}
+		if m.spec.InputNC != first.spec.InputNC || m.spec.OutputNC != first.spec.OutputNC {
+			return fmt.Errorf("--runs mixes %s (%d->%d channels) and %s (%d->%d): evaluate generators of the same images together",
+				first.run, first.spec.InputNC, first.spec.OutputNC, m.run, m.spec.InputNC, m.spec.OutputNC)
+		}
+		if _, err := models.CountMACs(m.spec, crop, crop); err != nil {
+			return fmt.Errorf("--runs %s: its generator does not take the %dx%d test images of %s: %v", m.run, crop, crop, first.run, err)
+		}
+		multiple = lcm(multiple, sideMultiple(m.spec))
+	}
+	fits := speedSize >= 1
+	for _, m := range ms {
+		if _, err := models.CountMACs(m.spec, speedSize, speedSize); err != nil {
+			fits = false
+		}
+	}
+	if !fits {
+		want := (speedSize + multiple - 1) / multiple * multiple
+		if speedSize < 1 || want == speedSize { // a multiple too small for a network: suggest 256 or so
+			want = (256 + multiple - 1) / multiple * multiple
+		}
+		return fmt.Errorf("--speed-size %d: want a positive multiple of %d, which every generator of --runs takes (a U-Net needs multiples of 2^num_downs, a ResNet of 4), such as %d", speedSize, multiple, want)
+	}
+	// Each Haar level halves the side: past log2(side) levels the bands are single pixels.
+	maxLevels := max(1, bits.Len(uint(crop))-1)
+	if levels < 1 || levels > maxLevels {
+		return fmt.Errorf("--levels %d: want 1 to %d Haar levels for %d px test images, such as %d", levels, maxLevels, crop, min(3, maxLevels))
+	}
+	return nil
+}
+
+// sideMultiple is what a generator's input sides must be divisible by: 2^num_downs for a
+// U-Net, 4 for a ResNet (two stride-2 convolutions down, two transposed ones back up).
+func sideMultiple(s models.Spec) int {
+	r := s.Resolved()
+	switch r.Kind {
+	case models.UNet128, models.UNet256, models.UNet:
+		return 1 << r.NumDowns
+	case models.ResNet9Blocks, models.ResNet6Blocks, models.ResNet:
+		return 4
+	}
+	return 1
+}
+
+func lcm(a, b int) int {
+	x, y := a, b
+	for y != 0 {
+		x, y = y, x%y
+	}
+	return a / x * b
 }
 
 func meanOf(v []float64) float64 {
@@ -285,7 +374,7 @@ func runTrainFeatures(args []string) error {
 	fm := metrics.DefaultTrainConfig("/usr/share/datasets/fashion-mnist")
 	tx := metrics.DefaultTextureTrainConfig("")
 	source := fs.String("source", fm.Source, "Fashion-MNIST folder (Debian package dataset-fashion-mnist): trains the Fashion-MNIST network, the default")
-	dataDir := fs.String("data", "", "ImageFolder (train/<class>/*.png, test/<class>/*.png) to train a texture network on instead")
+	dataDir := fs.String("data", "", "ImageFolder (train/<class>/*.png, test/<class>/*.png, every class in both) to train a texture network on instead")
 	samples := fs.Int("samples", fm.Samples, "training images to use (Fashion-MNIST: at most 60000; with --data: 0 = all, its default)")
 	epochs := fs.Int("epochs", fm.Epochs, fmt.Sprintf("passes over them (with --data: default %d)", tx.Epochs))
 	batch := fs.Int("batch", fm.Batch, "minibatch size")

@@ -21,20 +21,22 @@ func runSummarize(args []string) error {
 	out := fs.String("out", "", "also write the markdown to this file (summary.md); summary.json goes beside it unless --json says where")
 	jsonOut := fs.String("json", "", "write the numbers as JSON here (default: --out with the extension .json)")
 	compare := fs.String("compare", "", `pairs to compare as "model A:model B,model A:model B"; "" compares none (default: every "student wavelet*" against "student pixel" and "student none", those present)`)
-	draws := fs.Int("draws", metrics.DefaultDraws, "bootstrap draws per comparison")
+	draws := fs.Int("draws", metrics.DefaultDraws, fmt.Sprintf("bootstrap draws per comparison, %d to %d", metrics.MinDraws, metrics.MaxDraws))
 	seed := fs.Uint64("bootstrap-seed", metrics.DefaultBootstrapSeed, "seed of the bootstrap draws (the same seed gives the same intervals)")
 	level := fs.Float64("level", metrics.DefaultLevel, "coverage of the intervals, in (0, 1)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: wkd summarize [flags] report.json [report.json ...]\n\n%s.\nThe report.json files of 'wkd eval', one per seed, go after the flags.\n\nFlags:\n", commands["summarize"].summary)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		return errors.New("give report.json files (one per seed) as arguments, after the flags")
 	}
-	if *draws < 1 {
-		return fmt.Errorf("--draws %d: want at least 1 (10000 is the default)", *draws)
-	}
-	if !(*level > 0 && *level < 1) {
-		return fmt.Errorf("--level %v: want a coverage in (0, 1), such as 0.95", *level)
+	boot := metrics.BootstrapConfig{Draws: *draws, Seed: *seed, Level: *level}
+	if err := boot.Validate(); err != nil {
+		return err
 	}
 	pairs, err := parsePairs(*compare)
 	if err != nil {
@@ -47,21 +49,13 @@ func runSummarize(args []string) error {
 	})
 	var reps []metrics.Report
 	for _, p := range fs.Args() {
-		b, err := os.ReadFile(p)
+		r, err := metrics.ReadReport(p)
 		if err != nil {
 			return err
 		}
-		var r metrics.Report
-		if err := json.Unmarshal(b, &r); err != nil {
-			return fmt.Errorf("%s: not a report.json of 'wkd eval': %w", p, err)
-		}
-		if len(r.Results) == 0 {
-			return fmt.Errorf("%s: a report with no models: give the report.json of 'wkd eval'", p)
-		}
-		reps = append(reps, r)
+		reps = append(reps, *r)
 	}
-	s, err := metrics.Summarize(reps, fs.Args(), metrics.SummaryConfig{Compare: pairs,
-		Bootstrap: metrics.BootstrapConfig{Draws: *draws, Seed: *seed, Level: *level}})
+	s, err := metrics.Summarize(reps, fs.Args(), metrics.SummaryConfig{Compare: pairs, Bootstrap: boot})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"flag"
 	"math"
 	"os"
 	"path/filepath"
@@ -190,8 +192,91 @@ func TestSummarizeOlderReportsWithoutPerImageValues(t *testing.T) {
 	delete(rep, "test_set_digest")
 	old, _ := json.Marshal(rep)
 	md, _ := summarize(t, writeReports(t, seed1JSON, string(old))...)
-	if !strings.Contains(md, "PSNR, SSIM and L1 resample seeds only") || !strings.Contains(md, "| student wavelet | student pixel | PSNR | higher | +1.000 | **[+1.000, +1.000]** | seeds |") {
+	if !strings.Contains(md, "PSNR, SSIM and L1 resample seeds only: ") || !strings.Contains(md, "has no test_set_digest (made by an older wkd eval)") || !strings.Contains(md, "| student wavelet | student pixel | PSNR | higher | +1.000 | **[+1.000, +1.000]** | seeds |") {
 		t.Errorf("summary.md of reports without per-image values:\n%s", md)
+	}
+}
+
+// TestSummarizeOtherTestImages: two reports that differ only in test_set_digest evaluated
+// different test images, so image i of one is not image i of the other and PSNR, SSIM and L1
+// resample seeds only, as for reports without per-image values.
+func TestSummarizeOtherTestImages(t *testing.T) {
+	other := strings.Replace(seed2JSON, `"test_set_digest": "fnv64a:0123"`, `"test_set_digest": "fnv64a:4567"`, 1)
+	if other == seed2JSON {
+		t.Fatal("seed2JSON has no test_set_digest to change")
+	}
+	paths := writeReports(t, seed1JSON, other)
+	md, js := summarize(t, paths...)
+	for _, w := range []string{
+		"PSNR, SSIM and L1 resample seeds only: " + paths[0] + " and " + paths[1] + " evaluated different test images.",
+		"| student wavelet | student pixel | PSNR | higher | +1.000 | **[+1.000, +1.000]** | seeds | **student wavelet better** |",
+		"| student wavelet | student none | PSNR | higher | +2.000 | **[+2.000, +2.000]** | seeds | **student wavelet better** |",
+	} {
+		if !strings.Contains(md, w) {
+			t.Errorf("summary.md lacks\n%s", w)
+		}
+	}
+	if strings.Contains(md, "seeds and test images") {
+		t.Error("reports of different test images were resampled over test images")
+	}
+	if t.Failed() {
+		t.Logf("summary.md:\n%s", md)
+	}
+	if psnr := js["comparisons"].([]any)[0].(map[string]any); psnr["metric"] != "psnr" || psnr["resampled"] != "seeds" {
+		t.Errorf("PSNR comparison %v, want resampled over seeds", psnr)
+	}
+}
+
+// TestSummarizeRefusesNullPerImageValues: encoding/json reads a null as 0, a value no image
+// had; the summary names the file instead of counting it.
+func TestSummarizeRefusesNullPerImageValues(t *testing.T) {
+	for _, c := range []struct {
+		old, new, model, where string
+	}{
+		{`"psnr": [21, 23, 25]`, `"psnr": [21, null, 25]`, "student pixel", "per_image.psnr[1]"},
+		{`"ssim": [0.62, 0.62, 0.62]`, `"ssim": [null, 0.62, 0.62]`, "student none", "per_image.ssim[0]"},
+		{`"l1": [0.06, 0.06, 0.06]`, `"l1": [0.06, 0.06, null]`, "student wavelet", "per_image.l1[2]"},
+	} {
+		bad := strings.Replace(seed2JSON, c.old, c.new, 1)
+		if bad == seed2JSON {
+			t.Fatalf("seed2JSON has no %s", c.old)
+		}
+		paths := writeReports(t, seed1JSON, bad)
+		err := runSummarize(paths)
+		if err == nil {
+			t.Errorf("%s: a null per-image value was accepted", c.new)
+			continue
+		}
+		for _, w := range []string{paths[1], c.model, c.where, "null"} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: err = %v, want one naming %q", c.new, err, w)
+			}
+		}
+	}
+}
+
+// TestSummarizeHelpSaysWhereTheReportsGo: -h shows a usage line with the files after the flags.
+func TestSummarizeHelpSaysWhereTheReportsGo(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	stderr := os.Stderr
+	os.Stderr = f // the flag set prints its usage on os.Stderr
+	err = runSummarize([]string{"-h"})
+	os.Stderr = stderr
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("summarize -h: err = %v, want flag.ErrHelp", err)
+	}
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"Usage: wkd summarize [flags] report.json [report.json ...]\n", "after the flags", "-draws"} {
+		if !strings.Contains(string(b), w) {
+			t.Errorf("summarize -h lacks %q:\n%s", w, b)
+		}
 	}
 }
 
@@ -208,6 +293,10 @@ func TestSummarizeRejects(t *testing.T) {
 		{[]string{"--compare", "student wavelet:student pix", paths[0]}, "--compare"},
 		{[]string{"--compare", "student wavelet", paths[0]}, "--compare"},
 		{[]string{"--draws", "0", paths[0]}, "--draws"},
+		// Too few draws for a verdict; more than any interval needs (and than memory holds).
+		{[]string{"--draws", "1", paths[0], paths[1]}, "--draws 1: want 1000 to 1000000"},
+		{[]string{"--draws", "999", paths[0], paths[1]}, "--draws"},
+		{[]string{"--draws", "100000000000000", paths[0], paths[1]}, "--draws 100000000000000: want 1000 to 1000000"},
 		{[]string{"--level", "95", paths[0]}, "--level"},
 		{[]string{filepath.Join(t.TempDir(), "none.json")}, "none.json"},
 		{nil, "report.json"},
