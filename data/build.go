@@ -273,21 +273,34 @@ func (c BuildConfig) comparable() BuildConfig {
 
 // flagDiff lists the flags that differ between the marker's config and the requested one.
 func flagDiff(was, now BuildConfig) string {
-	var d []string
-	add := func(flag string, a, b any) {
-		if a != b {
-			d = append(d, fmt.Sprintf("--%s %v (now %v)", flag, a, b))
-		}
+	var d flagChanges
+	d.add("name", was.Name, now.Name)
+	d.add("size", was.Size, now.Size)
+	d.add("channels", was.Channels, now.Channels)
+	d.add("train", was.Train, now.Train)
+	d.add("val", was.Val, now.Val)
+	d.add("test", was.Test, now.Test)
+	d.addEdges(was.Edges, now.Edges)
+	return d.String()
+}
+
+// flagChanges collects "--flag old (now new)" for the flags a dataset was built with that
+// differ from those asked for now.
+type flagChanges []string
+
+func (d *flagChanges) add(flag string, was, now any) {
+	if was != now {
+		*d = append(*d, fmt.Sprintf("--%s %v (now %v)", flag, was, now))
 	}
-	add("name", was.Name, now.Name)
-	add("size", was.Size, now.Size)
-	add("channels", was.Channels, now.Channels)
-	add("train", was.Train, now.Train)
-	add("val", was.Val, now.Val)
-	add("test", was.Test, now.Test)
-	add("edge-sigma", was.Edges.Sigma, now.Edges.Sigma)
-	add("edge-high", was.Edges.High, now.Edges.High)
-	add("edge-low", was.Edges.Low, now.Edges.Low)
+}
+
+func (d *flagChanges) addEdges(was, now EdgeParams) {
+	d.add("edge-sigma", was.Sigma, now.Sigma)
+	d.add("edge-high", was.High, now.High)
+	d.add("edge-low", was.Low, now.Low)
+}
+
+func (d flagChanges) String() string {
 	if len(d) == 0 {
 		return "an older marker format"
 	}

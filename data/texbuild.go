@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"slices"
 	"sort"
-	"strings"
 )
 
 // Texture dataset names.
@@ -120,25 +119,15 @@ type textureFlags struct {
 }
 
 func (f textureFlags) diff(now textureFlags) string {
-	var d []string
-	add := func(flag string, a, b any) {
-		if a != b {
-			d = append(d, fmt.Sprintf("--%s %v (now %v)", flag, a, b))
-		}
-	}
-	add("textures", f.Source, now.Source)
-	add("size", f.Size, now.Size)
-	add("train", f.Train, now.Train)
-	add("val", f.Val, now.Val)
-	add("test", f.Test, now.Test)
-	add("seed", f.Seed, now.Seed)
-	add("edge-sigma", f.Edges.Sigma, now.Edges.Sigma)
-	add("edge-high", f.Edges.High, now.Edges.High)
-	add("edge-low", f.Edges.Low, now.Edges.Low)
-	if len(d) == 0 {
-		return "an older marker format"
-	}
-	return strings.Join(d, ", ")
+	var d flagChanges
+	d.add("textures", f.Source, now.Source)
+	d.add("size", f.Size, now.Size)
+	d.add("train", f.Train, now.Train)
+	d.add("val", f.Val, now.Val)
+	d.add("test", f.Test, now.Test)
+	d.add("seed", f.Seed, now.Seed)
+	d.addEdges(f.Edges, now.Edges)
+	return d.String()
 }
 
 // BuildTextures builds a texture dataset into Out/Name the way Build does (temporary folder,

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -347,7 +348,7 @@ func LoadFeatureNet(path string) (*FeatureNet, float64, error) {
 	}
 	for _, p := range n.tensors() {
 		src, ok := t[p.Name]
-		if !ok || !sameShape(src.Shape, p.Shape) {
+		if !ok || !slices.Equal(src.Shape, p.Shape) {
 			return nil, 0, fmt.Errorf("--features %s: no %s of shape %v: not a %s (train one with 'wkd train-features')", path, p.Name, p.Shape, spec.Kind)
 		}
 		copy(p.Data, src.Data)
@@ -355,18 +356,6 @@ func LoadFeatureNet(path string) (*FeatureNet, float64, error) {
 	acc := math.NaN()
 	fmt.Sscan(meta[metaAccuracy], &acc)
 	return n, acc, nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func specFromMeta(meta map[string]string) (FeatureSpec, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -231,7 +232,7 @@ func Summarize(reps []Report, names []string, cfg SummaryConfig) (*Summary, erro
 		if rep.Task != first.Task || rep.Paired != first.Paired {
 			return nil, fmt.Errorf("%w: %s is %s and %s is %s: summarize reports of one task", ErrSummary, names[0], first.Task, names[k], rep.Task)
 		}
-		if !sameStrings(rep.Bands, first.Bands) {
+		if !slices.Equal(rep.Bands, first.Bands) {
 			return nil, fmt.Errorf("%w: %s has bands %v and %s %v: evaluate every seed with the same --levels", ErrSummary, names[0], first.Bands, names[k], rep.Bands)
 		}
 		if !sameFeatures(first, rep) {
@@ -444,18 +445,6 @@ func compare(reps []Report, byName []map[string]*Result, p Pair, c summaryMetric
 		}
 	}
 	return cmp, nil
-}
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Markdown renders the summary: the table of means ± deviations, the paired differences, the
