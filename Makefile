@@ -6,7 +6,7 @@ export CGO_ENABLED ?= 0
 # Packages with goroutines of their own: their tests also run under the race detector.
 RACE_PKGS := ./ops/ ./allreduce/... ./node/... ./sharding/... ./data/... ./trainer/... ./cmd/wkd/
 
-.PHONY: all build deps test vet fmt-check race bench bench-engine bench-allreduce demo cuda-check device-check experiments clean
+.PHONY: all build deps test vet fmt-check race bench bench-engine bench-inception bench-allreduce demo cuda-check device-check experiments clean
 
 all: build
 
@@ -34,11 +34,16 @@ test: deps fmt-check vet
 	$(GO) test -count=1 -timeout 10m ./cluster_test/
 	$(MAKE) race
 
-bench: bench-engine bench-allreduce
+bench: bench-engine bench-inception bench-allreduce
 
 # One GAN training step in wkd and in PyTorch CPU on the same threads; last line "ratio: X".
 bench-engine: deps build
 	$(BIN) bench-engine
+
+# FID's Inception-v3 forward (batch 8, resized to 299x299) in wkd and in PyTorch CPU on the
+# same threads; last line "ratio: X" (wkd throughput over PyTorch's).
+bench-inception: deps build
+	$(BIN) bench-inception
 
 # The share of a distributed step spent waiting on gradients, overlap off and on; then the ring
 # all-reduce over NATS against raw NATS and TCP; last line "busbw/nats: X".

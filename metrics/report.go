@@ -45,6 +45,9 @@ type Result struct {
 	L1       float64   `json:"l1,omitempty"`
 	PerImage *PerImage `json:"per_image,omitempty"`
 	FD       float64   `json:"frechet_distance"`
+	// FID and KID are on Report.Inception's network; absent without its weights.
+	FID *float64  `json:"fid,omitempty"`
+	KID *KIDValue `json:"kid,omitempty"`
 	// SpectrumDist is the distance of this model's spectrum to the real images'.
 	SpectrumDist float64 `json:"spectrum_distance"`
 	// BandEnergies are the set's Haar band energies, in Report.Bands' order.
@@ -95,6 +98,38 @@ func (f FeatureInfo) String() string {
 	return s + ")"
 }
 
+// KIDValue is a kernel Inception distance: mean and standard deviation over subsets.
+type KIDValue struct {
+	Mean float64 `json:"mean"`
+	Std  float64 `json:"std"`
+}
+
+// InceptionInfo says which network produced a report's FID and KID.
+type InceptionInfo struct {
+	Network string `json:"network"`
+	File    string `json:"file"`
+	SHA256  string `json:"sha256"`
+	// Published is true for pytorch-fid's pt_inception-2015-12-05-6726825d.pth (its SHA-256
+	// starts with 6726825d), the weights published FIDs are computed with.
+	Published     bool `json:"published_weights"`
+	Dims          int  `json:"dims"`
+	KIDSubsets    int  `json:"kid_subsets"`
+	KIDSubsetSize int  `json:"kid_subset_size"`
+}
+
+// PublishedInceptionPrefix is the start of the SHA-256 of pytorch-fid's weights file, which
+// its name carries.
+const PublishedInceptionPrefix = "6726825d"
+
+// String is the one-line description the report prints.
+func (i InceptionInfo) String() string {
+	s := fmt.Sprintf("%s (%d-d pool3 features), weights %s (sha256 %.12s)", i.Network, i.Dims, i.File, i.SHA256)
+	if !i.Published {
+		s += ": not pytorch-fid's pt_inception-2015-12-05-6726825d.pth, so not comparable with published FIDs"
+	}
+	return s
+}
+
 // Report is a whole evaluation.
 type Report struct {
 	Dataset   string `json:"dataset"`
@@ -106,9 +141,13 @@ type Report struct {
 	Threads   int    `json:"threads"`
 	// Features is the network of the Frechet distance. FeatureNet (its file) and
 	// FeatureAccuracy (percent, 0 if unknown) repeat it for readers of older reports.
-	Features        FeatureInfo `json:"feature_network"`
-	FeatureNet      string      `json:"feature_net"`
-	FeatureAccuracy float64     `json:"feature_net_accuracy"`
+	Features FeatureInfo `json:"feature_network"`
+	// Inception is the network of FID and KID; when it is nil, FIDAbsent says why and how to
+	// get them.
+	Inception       *InceptionInfo `json:"inception,omitempty"`
+	FIDAbsent       string         `json:"fid_absent,omitempty"`
+	FeatureNet      string         `json:"feature_net"`
+	FeatureAccuracy float64        `json:"feature_net_accuracy"`
 	// TestSetDigest identifies the real test images (their pixels, in order), so that reports
 	// of several seeds can be checked to share them before per-image pairing.
 	TestSetDigest string    `json:"test_set_digest,omitempty"`
@@ -381,8 +420,9 @@ func barChart(title string, labels []string, ss []series) template.HTML {
 }
 
 var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
-	"f":   func(format string, v float64) string { return fmt.Sprintf(format, v) },
-	"big": func(v int64) string { return humanCount(v) },
+	"f":    func(format string, v float64) string { return fmt.Sprintf(format, v) },
+	"big":  func(v int64) string { return humanCount(v) },
+	"kilo": func(v float64) float64 { return 1000 * v },
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>wkd report: {{.Dataset}}</title>
 <style>
@@ -396,12 +436,13 @@ img.grid{image-rendering:pixelated;border:1px solid #ddd}
 <h1>wkd evaluation: {{.Dataset}}</h1>
 <p class="note">{{.Task}}, {{.Images}} test images at {{index .Size 0}}x{{index .Size 1}}; inference timed at {{.SpeedSize}}x{{.SpeedSize}}, batch 1, {{.Threads}} threads.
 Frechet distance on the features of {{.Features}}{{with .Features.File}}, weights {{.}}{{end}}.
+{{with .Inception}}FID and KID (x 1000, mean ± sd over {{.KIDSubsets}} subsets of {{.KIDSubsetSize}}) on {{.}}.{{else}}No FID or KID: {{.FIDAbsent}}{{end}}
 Arrows show the better direction.</p>
 <table>
 <tr><th>model</th><th>architecture</th><th>params</th><th>MACs ({{index .Size 0}}px)</th><th>compression (MACs)</th><th>ms @{{.SpeedSize}}px</th><th>speedup</th>
-{{if .Paired}}<th>PSNR ↑</th><th>SSIM ↑</th><th>L1 ↓</th>{{end}}<th>Frechet ↓</th><th>spectrum dist ↓</th><th>steps</th></tr>
+{{if .Paired}}<th>PSNR ↑</th><th>SSIM ↑</th><th>L1 ↓</th>{{end}}<th>Frechet ↓</th>{{if .Inception}}<th>FID ↓</th><th>KID x 1000 ↓</th>{{end}}<th>spectrum dist ↓</th><th>steps</th></tr>
 {{range .Results}}<tr><td>{{.Name}}</td><td>{{.Arch}}</td><td>{{big .Params}}</td><td>{{big .MACs}}</td><td>{{f "%.2fx" .MACRatio}}</td><td>{{f "%.1f" .InferenceMs}}</td><td>{{f "%.2fx" .Speedup}}</td>
-{{if $.Paired}}<td>{{f "%.2f" .PSNR}}</td><td>{{f "%.4f" .SSIM}}</td><td>{{f "%.4f" .L1}}</td>{{end}}<td>{{f "%.3f" .FD}}</td><td>{{f "%.4f" .SpectrumDist}}</td><td>{{.Steps}}</td></tr>
+{{if $.Paired}}<td>{{f "%.2f" .PSNR}}</td><td>{{f "%.4f" .SSIM}}</td><td>{{f "%.4f" .L1}}</td>{{end}}<td>{{f "%.3f" .FD}}</td>{{if $.Inception}}<td>{{with .FID}}{{f "%.2f" .}}{{end}}</td><td>{{with .KID}}{{f "%.2f" (kilo .Mean)}} ± {{f "%.2f" (kilo .Std)}}{{end}}</td>{{end}}<td>{{f "%.4f" .SpectrumDist}}</td><td>{{.Steps}}</td></tr>
 {{end}}</table>
 <h2>Samples</h2>
 <p class="note">Columns: {{range $i, $c := .Columns}}{{if $i}}, {{end}}{{$c}}{{end}}.</p>

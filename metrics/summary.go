@@ -56,8 +56,10 @@ type summaryMetric struct {
 	paired bool
 	// constant: the same in every seed (sizes), shown without a deviation.
 	constant bool
-	value    func(*Report, *Result) float64
-	perImage func(*PerImage) []float64
+	// inception: only when the reports have FID and KID.
+	inception bool
+	value     func(*Report, *Result) float64
+	perImage  func(*PerImage) []float64
 }
 
 var summaryMetrics = []summaryMetric{
@@ -72,6 +74,8 @@ var summaryMetrics = []summaryMetric{
 	{key: "l1", label: "L1 ↓", format: "%.4f", better: Lower, paired: true,
 		value: func(_ *Report, r *Result) float64 { return r.L1 }, perImage: func(p *PerImage) []float64 { return p.L1 }},
 	{key: "frechet_distance", label: "Frechet ↓", format: "%.2f", better: Lower, value: func(_ *Report, r *Result) float64 { return r.FD }},
+	{key: "fid", label: "FID ↓", format: "%.2f", better: Lower, inception: true, value: func(_ *Report, r *Result) float64 { return *r.FID }},
+	{key: "kid", label: "KID x 1000 ↓", format: "%.2f", better: Lower, inception: true, value: func(_ *Report, r *Result) float64 { return 1000 * r.KID.Mean }},
 	{key: "spectrum_distance", label: "spectrum dist ↓", format: "%.3f", better: Lower, value: func(_ *Report, r *Result) float64 { return r.SpectrumDist }},
 	// Better is closer to the real images' energy, not to the teacher's: the teacher is itself a
 	// generator whose detail may be off, every other set-level metric (Frechet, spectrum) is
@@ -192,6 +196,8 @@ type Summary struct {
 	Size      [2]int      `json:"size"`
 	SpeedSize int         `json:"speed_size"`
 	Features  FeatureInfo `json:"feature_network"`
+	// Inception is the network of FID and KID, when the reports have them.
+	Inception *InceptionInfo `json:"inception,omitempty"`
 	// Models are in the first report's order.
 	Models      []ModelSummary  `json:"models"`
 	Bands       []string        `json:"bands"`
@@ -220,7 +226,7 @@ func Summarize(reps []Report, names []string, cfg SummaryConfig) (*Summary, erro
 	first := &reps[0]
 	s := &Summary{Dataset: first.Dataset, Task: first.Task, Paired: first.Paired, Seeds: len(reps), Reports: names,
 		Images: first.Images, Size: first.Size, SpeedSize: first.SpeedSize, Features: first.Features, Bands: first.Bands,
-		Bootstrap: cfg.Bootstrap}
+		Bootstrap: cfg.Bootstrap, Inception: first.Inception}
 	if s.Features.Kind == "" && first.FeatureNet != "" {
 		s.Features = FeatureInfo{File: first.FeatureNet} // a report from before feature_network
 	}
@@ -238,9 +244,15 @@ func Summarize(reps []Report, names []string, cfg SummaryConfig) (*Summary, erro
 		if !sameFeatures(first, rep) {
 			return nil, fmt.Errorf("%w: %s and %s measured Frechet distances with different feature networks (%s; %s): evaluate every seed with the same --features", ErrSummary, names[0], names[k], featureKey(first), featureKey(rep))
 		}
+		if (rep.Inception == nil) != (first.Inception == nil) || (rep.Inception != nil && rep.Inception.SHA256 != first.Inception.SHA256) {
+			return nil, fmt.Errorf("%w: %s and %s have FID and KID from different Inception weights, or only one has them: evaluate every seed with the same --fid-weights", ErrSummary, names[0], names[k])
+		}
 		byName[k] = map[string]*Result{}
 		for i := range rep.Results {
 			r := &rep.Results[i]
+			if rep.Inception != nil && (r.FID == nil || r.KID == nil) {
+				return nil, fmt.Errorf("%w: %s: model %q has no FID or KID though the report names Inception weights", ErrSummary, names[k], r.Name)
+			}
 			if byName[k][r.Name] != nil {
 				return nil, fmt.Errorf("%w: %s has two models named %q: give eval distinct --names", ErrSummary, names[k], r.Name)
 			}
@@ -351,7 +363,7 @@ func featureKey(rep *Report) string {
 func (s *Summary) metrics() []summaryMetric {
 	var out []summaryMetric
 	for _, c := range summaryMetrics {
-		if !c.paired || s.Paired {
+		if (!c.paired || s.Paired) && (!c.inception || s.Inception != nil) {
 			out = append(out, c)
 		}
 	}
@@ -458,6 +470,9 @@ func (s *Summary) Markdown() string {
 	fmt.Fprintf(&b, "%s (%s), %d %s, %d test images at %dx%d; speedup measured at %dpx\n\n", s.Dataset, s.Task, s.Seeds, seeds, s.Images, s.Size[0], s.Size[1], s.SpeedSize)
 	if s.Features.Kind != "" {
 		fmt.Fprintf(&b, "Frechet distance on the features of %s.\n\n", s.Features)
+	}
+	if s.Inception != nil {
+		fmt.Fprintf(&b, "FID and KID on %s.\n\n", s.Inception)
 	}
 	metrics := s.metrics()
 	b.WriteString("| model | n |")

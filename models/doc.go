@@ -26,6 +26,9 @@
 //     shape given to Forward is a programming error and panics naming both shapes.
 //   - Parameter gradients accumulate (+=), as everywhere in ops.
 //
+// Beside the GANs: Inception, the Inception-v3 of FID (pytorch-fid's variant), forward only,
+// reading pytorch-fid's weights file; and ReadPth, which reads a torch.save'd state_dict in Go.
+//
 // Converting the reference's .pth checkpoints (e.g. latest_net_G_A.pth) for Load takes a few
 // lines of Python; with the safetensors package installed:
 //

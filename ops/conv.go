@@ -13,17 +13,35 @@ import "fmt"
 // keeping would hold (C*KH*KW, OH*OW) per layer, 9 to 49 times the layer's input, in the arena:
 // ~0.9 GB per ngf-64 generator at 256x256, batch 1.
 func Conv2d(tp *Tape, x, w, b *Tensor, stride, pad int) *Tensor {
+	return conv2d(tp, "Conv2d", x, w, b, stride, pad, pad)
+}
+
+// Conv2dPad is Conv2d with padH zero rows above and below the image and padW zero columns left
+// and right of it, torch's padding=(padH, padW): Inception-v3's 1x7, 7x1, 1x3 and 3x1
+// convolutions keep the side they do not reduce. On a device it needs padH == padW.
+// x: (N, C, H, W); w: (K, C, KH, KW); b: (K) or nil -> (N, K, OH, OW) with
+// OH = (H + 2*padH - KH)/stride + 1, OW = (W + 2*padW - KW)/stride + 1.
+func Conv2dPad(tp *Tape, x, w, b *Tensor, stride, padH, padW int) *Tensor {
+	return conv2d(tp, "Conv2dPad", x, w, b, stride, padH, padW)
+}
+
+// conv2d is Conv2d and Conv2dPad; op names the caller in panics.
+func conv2d(tp *Tape, op string, x, w, b *Tensor, stride, padH, padW int) *Tensor {
 	n, c, h, wd := x.NCHW()
 	k, wc, kh, kw := w.NCHW()
-	if wc != c || stride < 1 || pad < 0 || h+2*pad < kh || wd+2*pad < kw {
-		panic(fmt.Sprintf("ops: Conv2d: input %v, weight %v, stride %d, pad %d do not fit", x.Shape, w.Shape, stride, pad))
+	if wc != c || stride < 1 || padH < 0 || padW < 0 || h+2*padH < kh || wd+2*padW < kw {
+		panic(fmt.Sprintf("ops: %s: input %v, weight %v, stride %d, pad (%d, %d) do not fit", op, x.Shape, w.Shape, stride, padH, padW))
 	}
 	if b != nil && (len(b.Shape) != 1 || b.Shape[0] != k) {
-		panic(fmt.Sprintf("ops: Conv2d: bias %v for weight %v, want (%d)", b.Shape, w.Shape, k))
+		panic(fmt.Sprintf("ops: %s: bias %v for weight %v, want (%d)", op, b.Shape, w.Shape, k))
 	}
-	g := newConvGeom(c, h, wd, kh, kw, stride, pad)
-	if d := deviceOf("Conv2d", x, w, b); d != nil {
-		return devConv2d(tp, d, x, w, b, stride, pad, n, k, g.oh, g.ow)
+	g := newConvGeomPad(c, h, wd, kh, kw, stride, padH, padW)
+	if d := deviceOf(op, x, w, b); d != nil {
+		if padH != padW {
+			panic(fmt.Sprintf("ops: %s: input %v on %s with pad (%d, %d): the device kernel pads H and W alike; run this conv on the host",
+				op, x.Shape, d.Name(), padH, padW))
+		}
+		return devConv2d(tp, d, x, w, b, stride, padH, n, k, g.oh, g.ow)
 	}
 	out := tp.alloc(n, k, g.oh, g.ow)
 	if viaTranspose(&g, k) {
@@ -33,7 +51,7 @@ func Conv2d(tp *Tape, x, w, b *Tensor, stride, pad int) *Tensor {
 	}
 	if tp.needs(x, w, b) {
 		nd := tp.push(conv2dBackward, out, x, w, b)
-		nd.ints[0], nd.ints[1] = stride, pad
+		nd.ints[0], nd.ints[1], nd.ints[2] = stride, padH, padW
 	}
 	return out
 }
@@ -41,16 +59,18 @@ func Conv2d(tp *Tape, x, w, b *Tensor, stride, pad int) *Tensor {
 // viaTranspose reports whether a stride-1 conv is cheaper as the transposed conv of its
 // flipped kernel: that materialises columns of the output side, (K*KH*KW, H*W), instead of the
 // input side, (C*KH*KW, OH*OW), and turns a GEMM with K rows into one with K*KH*KW rows. It
-// pays for narrow outputs such as the generator's last 7x7 conv (64 -> 3 channels).
+// pays for narrow outputs such as the generator's last 7x7 conv (64 -> 3 channels). Only
+// square kernels with equal pads take it, the generator's shapes on which the trade-off was
+// measured; transposeGeom itself would be exact for any kernel and pads.
 func viaTranspose(g *convGeom, k int) bool {
-	return g.stride == 1 && g.kh == g.kw && g.pad <= g.kh-1 && !g.pointwise() &&
+	return g.stride == 1 && g.kh == g.kw && g.padH == g.padW && g.padH <= g.kh-1 && !g.pointwise() &&
 		2*k*g.h*g.w < g.c*g.oh*g.ow
 }
 
 // transposeGeom is the geometry of the transposed conv that computes a stride-1 conv g with
 // the flipped kernel: it slides over the conv's output (K, OH, OW) and lands on (H, W).
 func transposeGeom(g *convGeom, k int) convGeom {
-	return newConvGeom(k, g.oh, g.ow, g.kh, g.kw, 1, g.kh-1-g.pad)
+	return newConvGeomPad(k, g.oh, g.ow, g.kh, g.kw, 1, g.kh-1-g.padH, g.kw-1-g.padW)
 }
 
 // flipKernel writes the transposed conv's weight: dst[c][k] is w[k][c] rotated by 180 degrees.
@@ -118,7 +138,7 @@ func conv2dBackward(nd *node) {
 	dy := nd.out.Grad
 	n, c, h, wd := x.NCHW()
 	k, _, kh, kw := w.NCHW()
-	g := newConvGeom(c, h, wd, kh, kw, nd.ints[0], nd.ints[1])
+	g := newConvGeomPad(c, h, wd, kh, kw, nd.ints[0], nd.ints[1], nd.ints[2])
 	s := getScratch()
 	defer putScratch(s)
 	if b != nil && b.requiresGrad {

@@ -85,9 +85,14 @@ func (cc convCase) tensors(r *rand.Rand, transposed bool) (x, w, b *Tensor) {
 
 // refConv2d is the textbook definition in float64, the oracle for the GEMM path.
 func refConv2d(x, w, b *Tensor, stride, pad int) []float64 {
+	return refConv2dPad(x, w, b, stride, pad, pad)
+}
+
+// refConv2dPad is refConv2d with padH rows and padW columns of zeros.
+func refConv2dPad(x, w, b *Tensor, stride, padH, padW int) []float64 {
 	n, c, h, wd := x.NCHW()
 	k, _, kh, kw := w.NCHW()
-	oh, ow := (h+2*pad-kh)/stride+1, (wd+2*pad-kw)/stride+1
+	oh, ow := (h+2*padH-kh)/stride+1, (wd+2*padW-kw)/stride+1
 	y := make([]float64, n*k*oh*ow)
 	for in := 0; in < n; in++ {
 		for ok := 0; ok < k; ok++ {
@@ -100,7 +105,7 @@ func refConv2d(x, w, b *Tensor, stride, pad int) []float64 {
 					for ic := 0; ic < c; ic++ {
 						for u := 0; u < kh; u++ {
 							for v := 0; v < kw; v++ {
-								ih, iw := i*stride-pad+u, j*stride-pad+v
+								ih, iw := i*stride-padH+u, j*stride-padW+v
 								if ih < 0 || ih >= h || iw < 0 || iw >= wd {
 									continue
 								}
@@ -446,4 +451,166 @@ func toFloat64(v []float32) []float64 {
 		out[i] = float64(x)
 	}
 	return out
+}
+
+// rectConvCase is a Conv2dPad configuration: a convCase whose pad is replaced by padH and padW.
+type rectConvCase struct {
+	convCase
+	padH, padW int
+}
+
+func (rc rectConvCase) String() string {
+	s := fmt.Sprintf("N%d_C%d_K%d_%dx%d_in%dx%d_s%d_p%dx%d", rc.n, rc.c, rc.k, rc.kh, rc.kw, rc.h, rc.w, rc.stride, rc.padH, rc.padW)
+	if !rc.bias {
+		s += "_nobias"
+	}
+	return s
+}
+
+// conv2dPadCases: Inception-v3's 1x7, 7x1, 1x3 and 3x1 convolutions (which keep the side they
+// do not reduce), and unequal pads at stride 2, on odd sides where H and W differ so that a
+// swap of the pads changes the output shape or values.
+var conv2dPadCases = []rectConvCase{
+	{convCase{n: 2, c: 3, h: 7, w: 9, k: 4, kh: 1, kw: 7, stride: 1, bias: true}, 0, 3},
+	{convCase{n: 2, c: 3, h: 9, w: 6, k: 4, kh: 7, kw: 1, stride: 1, bias: true}, 3, 0},
+	{convCase{n: 2, c: 3, h: 6, w: 5, k: 3, kh: 1, kw: 3, stride: 1, bias: false}, 0, 1},
+	{convCase{n: 2, c: 3, h: 5, w: 6, k: 3, kh: 3, kw: 1, stride: 1, bias: true}, 1, 0},
+	{convCase{n: 2, c: 2, h: 9, w: 8, k: 3, kh: 3, kw: 3, stride: 2, bias: true}, 1, 0},
+	{convCase{n: 2, c: 2, h: 8, w: 9, k: 3, kh: 3, kw: 3, stride: 2, bias: true}, 0, 1},
+	{convCase{n: 1, c: 2, h: 7, w: 10, k: 2, kh: 1, kw: 7, stride: 2, bias: true}, 0, 3},
+	{convCase{n: 1, c: 2, h: 9, w: 7, k: 3, kh: 5, kw: 3, stride: 1, bias: true}, 2, 1},
+	// Narrow outputs at stride 1: the flipped-kernel route would be cheaper, but it takes
+	// equal pads only.
+	{convCase{n: 2, c: 8, h: 6, w: 7, k: 1, kh: 3, kw: 3, stride: 1, bias: true}, 1, 0},
+	{convCase{n: 2, c: 8, h: 7, w: 6, k: 1, kh: 3, kw: 3, stride: 1, bias: false}, 0, 1},
+}
+
+func TestConv2dPadMatchesDefinition(t *testing.T) {
+	withBands(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(11, 1))
+		for _, rc := range conv2dPadCases {
+			x, w, b := rc.tensors(r, false)
+			y := Conv2dPad(nil, x, w, b, rc.stride, rc.padH, rc.padW)
+			oh, ow := (rc.h+2*rc.padH-rc.kh)/rc.stride+1, (rc.w+2*rc.padW-rc.kw)/rc.stride+1
+			if want := []int{rc.n, rc.k, oh, ow}; fmt.Sprint(y.Shape) != fmt.Sprint(want) {
+				t.Fatalf("%v: output shape %v, want %v", rc, y.Shape, want)
+			}
+			compareRef(t, rc.String(), y.Data, refConv2dPad(x, w, b, rc.stride, rc.padH, rc.padW), 1e-6)
+		}
+	})
+}
+
+func TestConv2dPadGradient(t *testing.T) {
+	withBands(t, func(t *testing.T) {
+		r := rand.New(rand.NewPCG(11, 2))
+		for _, rc := range conv2dPadCases {
+			x, w, b := rc.tensors(r, false)
+			ins := []*Tensor{x, w}
+			if b != nil {
+				ins = append(ins, b)
+			}
+			gradCheck(t, "Conv2dPad "+rc.String(), 1e-2, 1e-3, func(tp *Tape) *Tensor {
+				return Conv2dPad(tp, x, w, b, rc.stride, rc.padH, rc.padW)
+			}, ins...)
+		}
+	})
+}
+
+// TestConv2dPadEqualPadsIsConv2d: with padH = padW, Conv2dPad takes Conv2d's routes (the
+// flipped-kernel one included) and gives the same bits.
+func TestConv2dPadEqualPadsIsConv2d(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 3))
+	for _, cc := range conv2dCases {
+		x, w, b := cc.tensors(r, false)
+		want := Conv2d(nil, x, w, b, cc.stride, cc.pad)
+		got := Conv2dPad(nil, x, w, b, cc.stride, cc.pad, cc.pad)
+		if fmt.Sprint(got.Data) != fmt.Sprint(want.Data) {
+			t.Errorf("%v: Conv2dPad(pad, pad) differs from Conv2d(pad)", cc)
+		}
+	}
+}
+
+// TestConv2dPadTorchParity compares output and the gradients of x, w and b with
+// F.conv2d(padding=(padH, padW)) on Inception-v3's shapes (relative error <= 1e-5).
+func TestConv2dPadTorchParity(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 4))
+	cases := []struct {
+		name string
+		rc   rectConvCase
+	}{
+		{"1x7_p0x3", rectConvCase{convCase{n: 2, c: 16, h: 17, w: 17, k: 12, kh: 1, kw: 7, stride: 1, bias: true}, 0, 3}},
+		{"7x1_p3x0", rectConvCase{convCase{n: 2, c: 12, h: 17, w: 17, k: 16, kh: 7, kw: 1, stride: 1, bias: true}, 3, 0}},
+		{"1x3_p0x1", rectConvCase{convCase{n: 2, c: 16, h: 8, w: 8, k: 12, kh: 1, kw: 3, stride: 1}, 0, 1}},
+		{"3x1_p1x0", rectConvCase{convCase{n: 2, c: 16, h: 8, w: 8, k: 12, kh: 3, kw: 1, stride: 1}, 1, 0}},
+		{"1x7_p0x3_odd", rectConvCase{convCase{n: 1, c: 8, h: 9, w: 13, k: 6, kh: 1, kw: 7, stride: 1, bias: true}, 0, 3}},
+		{"3x3s2_p0x0", rectConvCase{convCase{n: 2, c: 8, h: 17, w: 17, k: 12, kh: 3, kw: 3, stride: 2}, 0, 0}},
+		{"3x3s2_p1x0", rectConvCase{convCase{n: 2, c: 8, h: 15, w: 14, k: 6, kh: 3, kw: 3, stride: 2, bias: true}, 1, 0}},
+		{"3x3s2_p0x1", rectConvCase{convCase{n: 2, c: 8, h: 14, w: 15, k: 6, kh: 3, kw: 3, stride: 2, bias: true}, 0, 1}},
+	}
+	inputs := map[string]torchref.Array{}
+	got := map[string][]float32{}
+	var script strings.Builder
+	script.WriteString("import torch.nn.functional as F\nfor ps, s, ph, pw in [")
+	for _, pc := range cases {
+		rc := pc.rc
+		x, w, b := rc.tensors(r, false)
+		for _, p := range []*Tensor{x, w, b} {
+			if p != nil {
+				p.SetRequiresGrad(true)
+			}
+		}
+		tp := NewTape()
+		y := Conv2dPad(tp, x, w, b, rc.stride, rc.padH, rc.padW)
+		gy := randTensor(r, y.Shape...)
+		SeedGrad(y, gy.Data)
+		tp.BackwardFrom()
+		p := pc.name + "_"
+		inputs[p+"x"], inputs[p+"w"], inputs[p+"gy"] = arr(x), arr(w), arr(gy)
+		got[p+"y"], got[p+"dx"], got[p+"dw"] = y.Data, x.Grad, w.Grad
+		if b != nil {
+			inputs[p+"b"] = arr(b)
+			got[p+"db"] = b.Grad
+		}
+		fmt.Fprintf(&script, "(%q, %d, %d, %d), ", p, rc.stride, rc.padH, rc.padW)
+	}
+	script.WriteString(`]:
+    x = I[ps+'x'].requires_grad_(); w = I[ps+'w'].requires_grad_()
+    b = I.get(ps+'b')
+    if b is not None: b.requires_grad_()
+    y = F.conv2d(x, w, b, stride=s, padding=(ph, pw))
+    y.backward(I[ps+'gy'])
+    O[ps+'y'] = y; O[ps+'dx'] = x.grad; O[ps+'dw'] = w.grad
+    if b is not None: O[ps+'db'] = b.grad
+`)
+	want := torchref.Run(t, script.String(), inputs)
+	for _, pc := range cases {
+		p := pc.name + "_"
+		mine := map[string][]float32{}
+		for _, v := range []string{"y", "dx", "dw", "db"} {
+			if g, ok := got[p+v]; ok {
+				mine[p+v] = g
+			}
+		}
+		t.Run(pc.name, func(t *testing.T) { torchref.Compare(t, 1e-5, mine, want) })
+	}
+}
+
+func TestConv2dPadAllocatesNothing(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 5))
+	x := randTensor(r, 2, 16, 17, 17)
+	w17, w71 := randTensor(r, 12, 16, 1, 7), randTensor(r, 12, 16, 7, 1)
+	b := randTensor(r, 12)
+	for _, p := range []*Tensor{w17, w71, b} {
+		p.SetRequiresGrad(true)
+	}
+	assertNoAllocs(t, "Conv2dPad 1x7", x, func(tp *Tape) *Tensor { return Conv2dPad(tp, x, w17, b, 1, 0, 3) })
+	assertNoAllocs(t, "Conv2dPad 7x1", x, func(tp *Tape) *Tensor { return Conv2dPad(tp, x, w71, b, 1, 3, 0) })
+}
+
+func TestConv2dPadRejectsBadShapes(t *testing.T) {
+	x := New(1, 3, 8, 8)
+	w := New(4, 3, 1, 7)
+	mustPanicNaming(t, "negative pad", func() { Conv2dPad(nil, x, w, nil, 1, -1, 3) }, "ops: Conv2dPad", "[1 3 8 8]", "[4 3 1 7]")
+	mustPanicNaming(t, "too wide", func() { Conv2dPad(nil, New(1, 3, 8, 4), w, nil, 1, 0, 1) }, "ops: Conv2dPad", "[1 3 8 4]", "[4 3 1 7]")
+	mustPanicNaming(t, "bias", func() { Conv2dPad(nil, x, w, New(3), 1, 0, 3) }, "ops: Conv2dPad", "[4 3 1 7]")
 }

@@ -13,15 +13,22 @@ import "sync"
 
 // convGeom describes a convolution with zero padding from an image (C, H, W) to (OH, OW).
 type convGeom struct {
-	c, h, w     int // image the window slides over
-	kh, kw      int // kernel
-	stride, pad int
-	oh, ow      int // output positions
+	c, h, w    int // image the window slides over
+	kh, kw     int // kernel
+	stride     int
+	padH, padW int // zeros added above and below, left and right
+	oh, ow     int // output positions
 }
 
+// newConvGeom is the geometry of a convolution padded by pad on all four sides.
 func newConvGeom(c, h, w, kh, kw, stride, pad int) convGeom {
-	return convGeom{c: c, h: h, w: w, kh: kh, kw: kw, stride: stride, pad: pad,
-		oh: (h+2*pad-kh)/stride + 1, ow: (w+2*pad-kw)/stride + 1}
+	return newConvGeomPad(c, h, w, kh, kw, stride, pad, pad)
+}
+
+// newConvGeomPad is the geometry of a convolution padded by padH rows and padW columns.
+func newConvGeomPad(c, h, w, kh, kw, stride, padH, padW int) convGeom {
+	return convGeom{c: c, h: h, w: w, kh: kh, kw: kw, stride: stride, padH: padH, padW: padW,
+		oh: (h+2*padH-kh)/stride + 1, ow: (w+2*padW-kw)/stride + 1}
 }
 
 // rows is the number of rows of the column matrix, C*KH*KW.
@@ -29,13 +36,13 @@ func (g *convGeom) rows() int { return g.c * g.kh * g.kw }
 
 // pointwise reports whether the column matrix is the image itself (1x1, stride 1, no padding).
 func (g *convGeom) pointwise() bool {
-	return g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0
+	return g.kh == 1 && g.kw == 1 && g.stride == 1 && g.padH == 0 && g.padW == 0
 }
 
-// owRange is the range of output columns whose input column ow*stride - pad + j lies inside the
-// image, for kernel column j.
+// owRange is the range of output columns whose input column ow*stride - padW + j lies inside
+// the image, for kernel column j.
 func (g *convGeom) owRange(j int) (lo, hi int) {
-	s, p := g.stride, g.pad
+	s, p := g.stride, g.padW
 	// lo = ceil((p-j)/s) clamped at 0; hi = floor((W-1+p-j)/s)+1 clamped at OW.
 	if d := p - j; d > 0 {
 		lo = (d + s - 1) / s
@@ -52,7 +59,7 @@ func (g *convGeom) owRange(j int) (lo, hi int) {
 // src: (C, H, W); dst: (C*KH*KW, (oh1-oh0)*OW), row-major.
 func im2colRows(g *convGeom, src []float32, oh0, oh1 int, dst []float32, r0, r1 int) {
 	cw := (oh1 - oh0) * g.ow
-	s, p := g.stride, g.pad
+	s, ph, pw := g.stride, g.padH, g.padW
 	for r := r0; r < r1; r++ {
 		j := r % g.kw
 		i := (r / g.kw) % g.kh
@@ -62,7 +69,7 @@ func im2colRows(g *convGeom, src []float32, oh0, oh1 int, dst []float32, r0, r1 
 		lo, hi := g.owRange(j)
 		for oh := oh0; oh < oh1; oh++ {
 			seg := row[(oh-oh0)*g.ow : (oh-oh0+1)*g.ow]
-			ih := oh*s - p + i
+			ih := oh*s - ph + i
 			if ih < 0 || ih >= g.h {
 				clear(seg)
 				continue
@@ -71,10 +78,10 @@ func im2colRows(g *convGeom, src []float32, oh0, oh1 int, dst []float32, r0, r1 
 			clear(seg[hi:])
 			in := plane[ih*g.w : (ih+1)*g.w]
 			if s == 1 {
-				copy(seg[lo:hi], in[lo-p+j:])
+				copy(seg[lo:hi], in[lo-pw+j:])
 				continue
 			}
-			gatherStrided(seg[lo:hi], in[lo*s-p+j:], s)
+			gatherStrided(seg[lo:hi], in[lo*s-pw+j:], s)
 		}
 	}
 }
@@ -101,7 +108,7 @@ func gatherStrided(dst, src []float32, s int) {
 // src: (C*KH*KW, (oh1-oh0)*OW); dst: (C, H, W), accumulated.
 func col2imChannels(g *convGeom, src []float32, oh0, oh1 int, dst []float32, c0, c1 int) {
 	cw := (oh1 - oh0) * g.ow
-	s, p := g.stride, g.pad
+	s, ph, pw := g.stride, g.padH, g.padW
 	for c := c0; c < c1; c++ {
 		plane := dst[c*g.h*g.w : (c+1)*g.h*g.w]
 		for i := 0; i < g.kh; i++ {
@@ -113,17 +120,17 @@ func col2imChannels(g *convGeom, src []float32, oh0, oh1 int, dst []float32, c0,
 					continue
 				}
 				for oh := oh0; oh < oh1; oh++ {
-					ih := oh*s - p + i
+					ih := oh*s - ph + i
 					if ih < 0 || ih >= g.h {
 						continue
 					}
 					seg := row[(oh-oh0)*g.ow : (oh-oh0+1)*g.ow]
 					out := plane[ih*g.w : (ih+1)*g.w]
 					if s == 1 {
-						addTo(out[lo-p+j:], seg[lo:hi])
+						addTo(out[lo-pw+j:], seg[lo:hi])
 						continue
 					}
-					scatterAddStrided(out[lo*s-p+j:], seg[lo:hi], s)
+					scatterAddStrided(out[lo*s-pw+j:], seg[lo:hi], s)
 				}
 			}
 		}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what wkd's tests, demo and benchmarks need on Debian 12, skipping what is there:
-# PyTorch (the parity reference), numpy, the Fashion-MNIST dataset, and the Go modules; and
+# PyTorch and torchvision (the parity references), numpy and scipy (FID's matrix square root),
+# the Fashion-MNIST dataset, and the Go modules; and
 # downloads (not installs) the texture photographs' package into wkd's cache, as `wkd data`
 # would, so the texture tests run on the real package.
 set -euo pipefail
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 need=()
 /usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1 || need+=(python3-torch python3-numpy)
 /usr/bin/python3 -c 'import PIL' >/dev/null 2>&1 || need+=(python3-pil)
+/usr/bin/python3 -c 'import torchvision' >/dev/null 2>&1 || need+=(python3-torchvision)
+/usr/bin/python3 -c 'import scipy.linalg' >/dev/null 2>&1 || need+=(python3-scipy)
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 command -v jq >/dev/null || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then

@@ -45,6 +45,11 @@ func runEval(args []string) error {
 	speedReps := fs.Int("speed-reps", 5, "timed inferences per model (the median is reported)")
 	samples := fs.Int("samples", 8, "rows in the sample grid (0: no grid)")
 	levels := fs.Int("levels", 3, "Haar levels for the band energies, 1 to log2 of the test images' side")
+	fidWeights := fs.String("fid-weights", "", "Inception-v3 weights for FID and KID: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or a safetensors of it); without it the report has no FID or KID")
+	fidCache := fs.String("fid-cache", filepath.Join(data.DefaultTextureCache(), "fid"), "folder where the real images' Inception features are kept, per test set and weights file")
+	fidBatch := fs.Int("fid-batch", 8, "images per Inception forward")
+	kidSubsets := fs.Int("kid-subsets", 100, "KID: number of random subsets")
+	kidSubsetSize := fs.Int("kid-subset-size", 1000, "KID: images per subset, at most (fewer test images: all of them)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,6 +65,12 @@ func runEval(args []string) error {
 		return fmt.Errorf("--speed-reps %d: want at least 1 timed inference (5 is the default)", *speedReps)
 	case *samples < 0:
 		return fmt.Errorf("--samples %d: want 0 (no sample grid) or more (8 is the default)", *samples)
+	case *fidBatch < 1:
+		return fmt.Errorf("--fid-batch %d: want at least 1 image per forward (8 is the default)", *fidBatch)
+	case *kidSubsets < 1:
+		return fmt.Errorf("--kid-subsets %d: want at least 1 subset (100 is the default)", *kidSubsets)
+	case *kidSubsetSize < 2:
+		return fmt.Errorf("--kid-subset-size %d: want at least 2 images per subset (1000 is the default)", *kidSubsetSize)
 	}
 	runList := strings.Split(*runs, ",")
 	var nameList []string
@@ -114,6 +125,12 @@ func runEval(args []string) error {
 	if err != nil {
 		return err
 	}
+	var fid *fidSetup
+	if *fidWeights != "" {
+		if fid, err = loadFID(*fidWeights, *fidCache, *fidBatch, metrics.KIDConfig{Subsets: *kidSubsets, SubsetSize: *kidSubsetSize, Seed: 1}); err != nil {
+			return err
+		}
+	}
 
 	dcfg := data.DefaultPix2PixConfig(root)
 	if task == trainer.CycleGAN {
@@ -133,6 +150,7 @@ func runEval(args []string) error {
 	outs := make([][]metrics.Image, len(ms))
 	tp := ops.NewTape()
 	tp.SetNoGrad(true)
+	progress := progressLine("generating test outputs")
 	for i := range n {
 		s, err := ds.Load(0, 0, i)
 		if err != nil {
@@ -147,11 +165,8 @@ func runEval(args []string) error {
 			y := m.g.Forward(tp, x, false)
 			outs[k] = append(outs[k], metrics.Image{C: y.Shape[1], H: y.Shape[2], W: y.Shape[3], Pix: append([]float32(nil), y.Data...)})
 		}
-		if (i+1)%50 == 0 || i == n-1 {
-			fmt.Fprintf(os.Stderr, "\rgenerated %d/%d", i+1, n)
-		}
+		progress(i+1, n)
 	}
-	fmt.Fprintln(os.Stderr)
 
 	rep := &metrics.Report{Dataset: root, Task: string(task), Paired: task == trainer.Pix2Pix, Images: n,
 		Size: [2]int{reals[0].H, reals[0].W}, SpeedSize: *speedSize, Threads: ops.Threads(),
@@ -170,6 +185,15 @@ func runEval(args []string) error {
 	if err != nil {
 		return err
 	}
+	if fid != nil {
+		if err := fid.real(reals, rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "FID and KID on %s\n", rep.Inception)
+	} else {
+		rep.FIDAbsent = "pass --fid-weights with pytorch-fid's Inception weights, pt_inception-2015-12-05-6726825d.pth (from the pytorch-fid project's GitHub releases), to add FID and KID comparable with published numbers"
+		fmt.Fprintf(os.Stderr, "no FID or KID: %s\n", rep.FIDAbsent)
+	}
 	for k, m := range ms {
 		r := metrics.Result{Name: m.name, Run: m.run, Arch: m.spec.String(), Params: models.CountParams(m.g)}
 		// checkEvalModels made sure both sizes fit every generator.
@@ -186,6 +210,11 @@ func runEval(args []string) error {
 		if r.FD, err = metrics.FrechetDistance(g, realG); err != nil {
 			return err
 		}
+		if fid != nil {
+			if err := fid.model(m.name, outs[k], &r); err != nil {
+				return err
+			}
+		}
 		_, r.BandEnergies = metrics.BandEnergies(outs[k], *levels)
 		r.Spectrum = metrics.Spectrum(outs[k])
 		r.SpectrumDist = metrics.SpectrumDistance(r.Spectrum, rep.RealSpectrum)
@@ -195,6 +224,9 @@ func runEval(args []string) error {
 		fmt.Fprintf(os.Stderr, "%-10s FD %.3f  spectrum %.4f  %.1f ms @%dpx", m.name, r.FD, r.SpectrumDist, r.InferenceMs, *speedSize)
 		if rep.Paired {
 			fmt.Fprintf(os.Stderr, "  PSNR %.2f  SSIM %.4f", r.PSNR, r.SSIM)
+		}
+		if r.FID != nil {
+			fmt.Fprintf(os.Stderr, "  FID %.2f  KID %.4f ± %.4f", *r.FID, r.KID.Mean, r.KID.Std)
 		}
 		fmt.Fprintln(os.Stderr)
 	}

@@ -325,6 +325,9 @@ func TestEvalRejectsBadFlags(t *testing.T) {
 		{"samples -1", []string{"--samples", "-1"}, []string{"--samples -1", "0"}},
 		{"names repeated", []string{"--names", "a,a", "--runs", unet + "," + unet}, []string{"--names", "distinct"}},
 		{"stray argument", []string{"stray"}, []string{"stray"}},
+		{"fid-batch 0", []string{"--fid-batch", "0"}, []string{"--fid-batch 0", "at least 1"}},
+		{"kid-subsets 0", []string{"--kid-subsets", "0"}, []string{"--kid-subsets 0", "100 is the default"}},
+		{"kid-subset-size 1", []string{"--kid-subset-size", "1"}, []string{"--kid-subset-size 1", "at least 2"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

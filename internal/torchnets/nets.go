@@ -9,3 +9,10 @@ import _ "embed"
 //
 //go:embed nets.py
 var Nets string
+
+// InceptionPy is Python that defines fid_inception() (Inception-v3 as FID uses it, built from
+// torchvision's Inception3), randomize(net, seed) and fid_features(net, x, dims), for the
+// Inception parity tests and the PyTorch side of bench-inception.
+//
+//go:embed inception.py
+var InceptionPy string

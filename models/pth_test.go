@@ -1,0 +1,152 @@
+package models
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"wkd/internal/torchref"
+	"wkd/ops"
+)
+
+// TestReadPthAgainstTorch: state_dicts written by torch.save in the zip and the legacy format,
+// bare and wrapped in {"state_dict": ...}, with a non-contiguous (transposed) tensor, a
+// storage shared by two views at an offset, float64 and float16 tensors and an integer counter,
+// read back exactly.
+func TestReadPthAgainstTorch(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{}
+	var save strings.Builder
+	for _, v := range []struct{ name, arg string }{{"zip", ""}, {"legacy", ", _use_new_zipfile_serialization=False"}} {
+		for _, wrap := range []bool{false, true} {
+			name := fmt.Sprintf("%s_%v.pth", v.name, wrap)
+			files[name] = filepath.Join(dir, name)
+			obj := "sd"
+			if wrap {
+				obj = "{'state_dict': sd, 'epoch': 3}"
+			}
+			fmt.Fprintf(&save, "torch.save(%s, %q%s)\n", obj, files[name], v.arg)
+		}
+	}
+	want := torchref.Run(t, `
+import collections
+g = torch.Generator().manual_seed(1)
+base = torch.randn(5, 7, generator=g)
+flat = torch.randn(40, generator=g)
+sd = collections.OrderedDict()
+sd['conv.weight'] = torch.randn(4, 3, 2, 2, generator=g)
+sd['transposed'] = base.t()                # strides (1, 7)
+sd['view_at_offset'] = flat[10:30].view(4, 5)
+sd['other_view'] = flat[:8]
+sd['double'] = torch.randn(3, 2, generator=g, dtype=torch.float64)
+sd['half'] = torch.randn(6, generator=g).half()
+sd['bn.num_batches_tracked'] = torch.tensor(12)
+`+save.String()+`
+for k, v in sd.items():
+    if v.is_floating_point():
+        O[k] = v.float().contiguous()
+`, nil)
+	for name, path := range files {
+		got, err := ReadPth(path)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, ok := got["bn.num_batches_tracked"]; ok {
+			t.Errorf("%s: the integer counter was read as a float tensor", name)
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: %d float tensors, want %d", name, len(got), len(want))
+		}
+		for k, w := range want {
+			g, ok := got[k]
+			if !ok || !slices.Equal(g.Shape, w.Shape) || !slices.Equal(g.Data, w.Data) {
+				t.Errorf("%s: %q = %v %v, want %v %v", name, k, g.Shape, head(g.Data), w.Shape, head(w.Data))
+			}
+		}
+	}
+}
+
+func head(v []float32) []float32 { return v[:min(4, len(v))] }
+
+// TestReadPthRefusesDamage: a truncated file, bytes that are not a pickle and a file holding no
+// state_dict are errors naming the file, never panics.
+func TestReadPthRefusesDamage(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.pth")
+	legacy := filepath.Join(dir, "legacy.pth")
+	notDict := filepath.Join(dir, "list.pth")
+	torchref.Run(t, fmt.Sprintf(`
+sd = {'w': torch.randn(64, 64)}
+torch.save(sd, %q)
+torch.save(sd, %q, _use_new_zipfile_serialization=False)
+torch.save([1, 2, 3], %q)
+`, good, legacy, notDict), nil)
+	cases := map[string][]byte{}
+	for _, src := range []string{good, legacy} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, frac := range []int{2, 3, 10} {
+			cases[fmt.Sprintf("%s cut to 1/%d", filepath.Base(src), frac)] = b[:len(b)/frac]
+		}
+	}
+	cases["text"] = []byte("this is not a pickle\n")
+	cases["empty"] = nil
+	for name, b := range cases {
+		path := filepath.Join(dir, "bad.pth")
+		os.WriteFile(path, b, 0o644)
+		_, err := ReadPth(path)
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: err = %v, want one naming the file", name, err)
+		}
+	}
+	if _, err := ReadPth(notDict); err == nil || !errors.Is(err, ErrPth) || !strings.Contains(err.Error(), "state_dict") {
+		t.Errorf("a pickled list: err = %v, want ErrPth saying a state_dict is wanted", err)
+	}
+}
+
+// TestLoadInceptionChecksTheTensors: a file missing one of the network's tensors, or with one
+// of another shape, is refused naming the tensor; extra tensors (fc, counters) are ignored.
+func TestLoadInceptionChecksTheTensors(t *testing.T) {
+	dir := t.TempDir()
+	m := NewInception()
+	m.InitRandom(2)
+	if n := len(m.State()); n != 94*5 {
+		t.Fatalf("%d state tensors, want 94 convs x 5 (weight and BatchNorm's four)", n)
+	}
+	good := filepath.Join(dir, "good.safetensors")
+	if err := m.Save(good, nil); err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadInception(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tt := range back.State() {
+		if !slices.Equal(tt.Data, m.State()[i].Data) {
+			t.Fatalf("%s differs after a save and load", tt.Name)
+		}
+	}
+	// Drop one tensor, then misshape another.
+	drop := NewInception()
+	delete(drop.named, "Mixed_6c.branch7x7dbl_3.conv.weight")
+	drop.order = slices.DeleteFunc(drop.order, func(x *ops.Tensor) bool { return x.Name == "Mixed_6c.branch7x7dbl_3.conv.weight" })
+	missing := filepath.Join(dir, "missing.safetensors")
+	drop.Save(missing, nil)
+	if _, err := LoadInception(missing); err == nil || !errors.Is(err, ErrInceptionWeights) || !strings.Contains(err.Error(), "Mixed_6c.branch7x7dbl_3.conv.weight") {
+		t.Errorf("missing tensor: err = %v", err)
+	}
+	bad := NewInception()
+	w := bad.named["Mixed_7b.branch3x3_2a.conv.weight"]
+	w.Shape = []int{384, 384, 3, 1} // the 2b kernel's shape
+	misshapen := filepath.Join(dir, "misshapen.safetensors")
+	bad.Save(misshapen, nil)
+	if _, err := LoadInception(misshapen); err == nil || !strings.Contains(err.Error(), "Mixed_7b.branch3x3_2a.conv.weight") || !strings.Contains(err.Error(), "[384 384 1 3]") {
+		t.Errorf("misshapen tensor: err = %v", err)
+	}
+}
