@@ -29,17 +29,8 @@
 // Beside the GANs: Inception, the Inception-v3 of FID (pytorch-fid's variant), forward only,
 // reading pytorch-fid's weights file; and ReadPth, which reads a torch.save'd state_dict in Go.
 //
-// Converting the reference's .pth checkpoints (e.g. latest_net_G_A.pth) for Load takes a few
-// lines of Python; with the safetensors package installed:
-//
-//	import torch
-//	from safetensors.torch import save_file
-//	sd = torch.load("latest_net_G_A.pth", map_location="cpu")
-//	save_file({k: v.float().contiguous() for k, v in sd.items()
-//	           if not k.endswith("num_batches_tracked")}, "latest_net_G_A.safetensors")
-//
-// ConvertScript is the same as a program that needs only torch, and also drops the
-// InstanceNorm running statistics of checkpoints from PyTorch < 0.4 (tested against
-// PyTorch-made checkpoints). Back to PyTorch: safetensors.torch.load_file, then
-// net.load_state_dict(sd, strict=False) (strict only misses the num_batches_tracked counters).
+// The reference's .pth checkpoints (e.g. latest_net_G_A.pth) load directly (Load reads a
+// torch.save'd state_dict through ReadPth); `wkd convert` turns them into safetensors that record
+// their architecture, and safetensors back into a .pth (WritePth) that PyTorch's
+// load_state_dict takes with strict=True.
 package models

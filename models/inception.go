@@ -1,14 +1,11 @@
 package models
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 
 	"wkd/internal/safetensors"
@@ -197,18 +194,12 @@ var ErrInceptionWeights = errors.New("models: not Inception-v3 FID weights")
 // (fc.*, num_batches_tracked, an auxiliary head) are ignored; a missing or misshapen one is an
 // error naming the file and the tensor.
 func LoadInception(path string) (*Inception, error) {
-	f, err := os.Open(path)
+	isPth, err := IsPthFile(path)
 	if err != nil {
 		return nil, err
 	}
-	head := make([]byte, 8)
-	_, err = io.ReadFull(f, head)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w: too short to hold weights", path, ErrInceptionWeights)
-	}
 	var tensors map[string]safetensors.Tensor
-	if isPth(head) {
+	if isPth {
 		tensors, err = ReadPth(path)
 	} else {
 		tensors, _, err = safetensors.Read(path)
@@ -231,12 +222,6 @@ func LoadInception(path string) (*Inception, error) {
 	}
 	m.fold()
 	return m, nil
-}
-
-// isPth tells a torch.save file (a zip, or a legacy pickle stream starting with protocol 2)
-// from a safetensors one by its first bytes.
-func isPth(head []byte) bool {
-	return bytes.HasPrefix(head, []byte("PK\x03\x04")) || (head[0] == 0x80 && head[1] <= 5)
 }
 
 // SaveInception writes the network's state as safetensors, under torchvision's names.

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -21,16 +22,11 @@ var ErrPth = errors.New("models: not a PyTorch state_dict")
 // (BatchNorm's num_batches_tracked) are skipped. A checkpoint that wraps the state_dict under
 // "state_dict" or "model" is unwrapped.
 func ReadPth(path string) (tensors map[string]safetensors.Tensor, err error) {
-	head := make([]byte, 4)
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	_, err = io.ReadFull(f, head)
-	f.Close()
 	// The pickle reader loops forever on an empty file and on one that opens with a zero
 	// block, so only what torch.save writes goes to it: a zip, or a pickle stream.
-	if err != nil || !isPth(head) {
+	if ok, err := IsPthFile(path); err != nil {
+		return nil, err
+	} else if !ok {
 		return nil, fmt.Errorf("%s: %w: it starts with neither a zip header nor a pickle (torch.save writes one of those)", path, ErrPth)
 	}
 	// The unpickler works on untrusted bytes; whatever it trips over is this file's fault.
@@ -70,6 +66,20 @@ func ReadPth(path string) (tensors map[string]safetensors.Tensor, err error) {
 		return nil, fmt.Errorf("%s: %w: no float tensors in it", path, ErrPth)
 	}
 	return tensors, nil
+}
+
+// IsPthFile reports whether path starts as torch.save files do: a zip, or (the legacy format)
+// a protocol-2 pickle whose first value is torch's 10-byte magic number. As a safetensors
+// header length either would be 67 MB or more, which no weights file has.
+func IsPthFile(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	head := make([]byte, 4)
+	n, _ := io.ReadFull(f, head)
+	return n == 4 && (bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.Equal(head, []byte{0x80, 0x02, 0x8a, 0x0a})), nil
 }
 
 // pyDict is an ordered view of a pickled dict or OrderedDict.

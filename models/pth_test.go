@@ -3,12 +3,14 @@ package models
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"wkd/internal/safetensors"
 	"wkd/internal/torchref"
 	"wkd/ops"
 )
@@ -148,5 +150,50 @@ func TestLoadInceptionChecksTheTensors(t *testing.T) {
 	bad.Save(misshapen, nil)
 	if _, err := LoadInception(misshapen); err == nil || !strings.Contains(err.Error(), "Mixed_7b.branch3x3_2a.conv.weight") || !strings.Contains(err.Error(), "[384 384 1 3]") {
 		t.Errorf("misshapen tensor: err = %v", err)
+	}
+}
+
+// TestWritePthLoadsInTorch: a state_dict written by WritePth loads with torch.load, in order,
+// with exact values and contiguous shapes, and reads back through ReadPth.
+func TestWritePthLoadsInTorch(t *testing.T) {
+	dir := t.TempDir()
+	names := []string{"model.1.weight", "model.1.bias", "big", "scalar_like"}
+	tensors := map[string]safetensors.Tensor{
+		"model.1.weight": {Shape: []int{4, 3, 2, 2}, Data: make([]float32, 48)},
+		"model.1.bias":   {Shape: []int{4}, Data: []float32{1, -2, 3.5, float32(math.Inf(1))}},
+		"big":            {Shape: []int{300, 70000}, Data: make([]float32, 300*70000)},
+		"scalar_like":    {Shape: []int{1}, Data: []float32{-0.25}},
+	}
+	for i := range tensors["model.1.weight"].Data {
+		tensors["model.1.weight"].Data[i] = float32(i) / 7
+	}
+	tensors["big"].Data[300*70000-1] = 42
+	path := filepath.Join(dir, "w.pth")
+	if err := WritePth(path, names, tensors); err != nil {
+		t.Fatal(err)
+	}
+	out := torchref.Run(t, fmt.Sprintf(`
+sd = torch.load(%q)
+assert list(sd.keys()) == ['model.1.weight', 'model.1.bias', 'big', 'scalar_like'], list(sd.keys())
+for k, v in sd.items():
+    assert v.is_contiguous() and v.dtype == torch.float32 and not v.requires_grad, k
+    O[k] = v if k != 'big' else v[-1, -3:].contiguous()
+`, path), nil)
+	for _, name := range []string{"model.1.weight", "model.1.bias", "scalar_like"} {
+		if !slices.Equal(out[name].Data, tensors[name].Data) || !slices.Equal(out[name].Shape, tensors[name].Shape) {
+			t.Errorf("%s: torch read %v %v, wrote %v %v", name, out[name].Shape, head(out[name].Data), tensors[name].Shape, head(tensors[name].Data))
+		}
+	}
+	if got := out["big"].Data; !slices.Equal(got, []float32{0, 0, 42}) {
+		t.Errorf("big[-1, -3:] = %v in torch, want [0 0 42] (offsets above 65535 elements)", got)
+	}
+	back, err := ReadPth(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		if !slices.Equal(back[name].Data, tensors[name].Data) {
+			t.Errorf("%s differs after WritePth and ReadPth", name)
+		}
 	}
 }

@@ -197,6 +197,27 @@ func (s Spec) Resolved() Spec {
 	return s
 }
 
+// Canonical returns the spec resolved, with the fields its kind does not use cleared, so
+// that two specs of the same network compare equal however they were written.
+func (s Spec) Canonical() Spec {
+	r := s.Resolved()
+	if r.Kind.IsGenerator() {
+		r.NDF, r.NLayers = 0, 0
+		if r.Kind != ResNet && r.Kind != ResNet9Blocks && r.Kind != ResNet6Blocks {
+			r.NBlocks = 0
+		}
+		if r.Kind != UNet && r.Kind != UNet128 && r.Kind != UNet256 {
+			r.NumDowns = 0
+		}
+		return r
+	}
+	r.NGF, r.OutputNC, r.Dropout, r.NBlocks, r.NumDowns = 0, 0, false, 0, 0
+	if r.Kind != NLayers && r.Kind != PatchGAN {
+		r.NLayers = 0
+	}
+	return r
+}
+
 // Validate says what is wrong with the spec, if anything.
 func (s Spec) Validate() error {
 	r := s.Resolved()
@@ -273,3 +294,43 @@ func (n Norm) MarshalText() ([]byte, error) {
 
 // UnmarshalText reads a flag name.
 func (n *Norm) UnmarshalText(b []byte) error { return n.Set(string(b)) }
+
+// SpecJSON is a Spec by its flag names, as run configurations and weights files record it.
+type SpecJSON struct {
+	Kind     string `json:"kind"`
+	InputNC  int    `json:"input_nc"`
+	OutputNC int    `json:"output_nc,omitempty"`
+	NGF      int    `json:"ngf,omitempty"`
+	NDF      int    `json:"ndf,omitempty"`
+	Norm     string `json:"norm"`
+	Dropout  bool   `json:"dropout"`
+	NBlocks  int    `json:"n_blocks,omitempty"`
+	NumDowns int    `json:"num_downs,omitempty"`
+	NLayers  int    `json:"n_layers,omitempty"`
+}
+
+// ToSpecJSON is s by its flag names; nil for the zero Spec.
+func ToSpecJSON(s Spec) *SpecJSON {
+	if s.Kind == 0 {
+		return nil
+	}
+	return &SpecJSON{Kind: s.Kind.String(), InputNC: s.InputNC, OutputNC: s.OutputNC, NGF: s.NGF, NDF: s.NDF,
+		Norm: s.Norm.String(), Dropout: s.Dropout, NBlocks: s.NBlocks, NumDowns: s.NumDowns, NLayers: s.NLayers}
+}
+
+// Spec is the Spec j names; the zero Spec for nil.
+func (j *SpecJSON) Spec() (Spec, error) {
+	if j == nil {
+		return Spec{}, nil
+	}
+	k, err := ParseKind(j.Kind)
+	if err != nil {
+		return Spec{}, err
+	}
+	n, err := ParseNorm(j.Norm)
+	if err != nil {
+		return Spec{}, err
+	}
+	return Spec{Kind: k, InputNC: j.InputNC, OutputNC: j.OutputNC, NGF: j.NGF, NDF: j.NDF, Norm: n,
+		Dropout: j.Dropout, NBlocks: j.NBlocks, NumDowns: j.NumDowns, NLayers: j.NLayers}, nil
+}

@@ -345,7 +345,7 @@ func (t *Trainer) applyState(path string, tensors map[string]safetensors.Tensor,
 
 // loadTeachers reads the frozen teacher generator(s) named by cfg.Teacher: a run folder (its
 // config.json gives the architecture, G.safetensors or G_A/G_B.safetensors the weights), or a
-// weights file whose architecture cfg.TeacherG gives.
+// weights file whose architecture cfg.TeacherG gives, or else the file's metadata.
 func (t *Trainer) loadTeachers() error {
 	path := t.cfg.Teacher
 	st, err := os.Stat(path)
@@ -372,7 +372,17 @@ func (t *Trainer) loadTeachers() error {
 		}
 	} else {
 		if spec.Kind == 0 {
-			return fmt.Errorf("%w: --teacher %s is a weights file: give its architecture with --teacher-netG and --teacher-ngf", ErrConfig, path)
+			arch, ok, err := models.ArchOf(path)
+			if err != nil {
+				return fmt.Errorf("--teacher: %w", err)
+			}
+			if !ok {
+				return fmt.Errorf("%w: --teacher %s is a weights file that does not record its architecture: give it with --teacher-netG, --teacher-ngf and --teacher-norm (--teacher-n-blocks or --teacher-num-downs for resnet or unet), or convert the file with `wkd convert --netG ...`, which records it", ErrConfig, path)
+			}
+			spec = arch
+		}
+		if spec.InputNC != t.cfg.G.InputNC || spec.OutputNC != t.cfg.G.OutputNC {
+			return fmt.Errorf("%w: --teacher %s maps %d to %d channels, the student %d to %d (--input-nc, --output-nc)", ErrConfig, path, spec.InputNC, spec.OutputNC, t.cfg.G.InputNC, t.cfg.G.OutputNC)
 		}
 		if t.cfg.Task == CycleGAN {
 			return fmt.Errorf("%w: --teacher for cyclegan must be a run folder holding G_A and G_B", ErrConfig)

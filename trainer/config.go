@@ -129,53 +129,15 @@ const (
 	DeviceCUDA = "cuda"
 )
 
-// specJSON is how a models.Spec is stored in config.json: flag names, readable by people.
-type specJSON struct {
-	Kind     string `json:"kind"`
-	InputNC  int    `json:"input_nc"`
-	OutputNC int    `json:"output_nc,omitempty"`
-	NGF      int    `json:"ngf,omitempty"`
-	NDF      int    `json:"ndf,omitempty"`
-	Norm     string `json:"norm"`
-	Dropout  bool   `json:"dropout"`
-	NBlocks  int    `json:"n_blocks,omitempty"`
-	NumDowns int    `json:"num_downs,omitempty"`
-	NLayers  int    `json:"n_layers,omitempty"`
-}
-
-func toSpecJSON(s models.Spec) *specJSON {
-	if s.Kind == 0 {
-		return nil
-	}
-	return &specJSON{Kind: s.Kind.String(), InputNC: s.InputNC, OutputNC: s.OutputNC, NGF: s.NGF, NDF: s.NDF,
-		Norm: s.Norm.String(), Dropout: s.Dropout, NBlocks: s.NBlocks, NumDowns: s.NumDowns, NLayers: s.NLayers}
-}
-
-func (j *specJSON) spec() (models.Spec, error) {
-	if j == nil {
-		return models.Spec{}, nil
-	}
-	k, err := models.ParseKind(j.Kind)
-	if err != nil {
-		return models.Spec{}, err
-	}
-	n, err := models.ParseNorm(j.Norm)
-	if err != nil {
-		return models.Spec{}, err
-	}
-	return models.Spec{Kind: k, InputNC: j.InputNC, OutputNC: j.OutputNC, NGF: j.NGF, NDF: j.NDF, Norm: n,
-		Dropout: j.Dropout, NBlocks: j.NBlocks, NumDowns: j.NumDowns, NLayers: j.NLayers}, nil
-}
-
 // MarshalJSON writes the configuration with network specs by their flag names.
 func (c Config) MarshalJSON() ([]byte, error) {
 	type plain Config
 	return json.Marshal(struct {
 		plain
-		G        *specJSON `json:"netG"`
-		D        *specJSON `json:"netD"`
-		TeacherG *specJSON `json:"teacher_netG,omitempty"`
-	}{plain(c), toSpecJSON(c.G), toSpecJSON(c.D), toSpecJSON(c.TeacherG)})
+		G        *models.SpecJSON `json:"netG"`
+		D        *models.SpecJSON `json:"netD"`
+		TeacherG *models.SpecJSON `json:"teacher_netG,omitempty"`
+	}{plain(c), models.ToSpecJSON(c.G), models.ToSpecJSON(c.D), models.ToSpecJSON(c.TeacherG)})
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
@@ -183,22 +145,22 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 	type plain Config
 	var v struct {
 		plain
-		G        *specJSON `json:"netG"`
-		D        *specJSON `json:"netD"`
-		TeacherG *specJSON `json:"teacher_netG,omitempty"`
+		G        *models.SpecJSON `json:"netG"`
+		D        *models.SpecJSON `json:"netD"`
+		TeacherG *models.SpecJSON `json:"teacher_netG,omitempty"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
 	*c = Config(v.plain)
 	var err error
-	if c.G, err = v.G.spec(); err != nil {
+	if c.G, err = v.G.Spec(); err != nil {
 		return err
 	}
-	if c.D, err = v.D.spec(); err != nil {
+	if c.D, err = v.D.Spec(); err != nil {
 		return err
 	}
-	c.TeacherG, err = v.TeacherG.spec()
+	c.TeacherG, err = v.TeacherG.Spec()
 	return err
 }
 

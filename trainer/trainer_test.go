@@ -16,6 +16,7 @@ import (
 	"strings"
 	"testing"
 
+	"wkd/internal/safetensors"
 	"wkd/models"
 )
 
@@ -389,5 +390,42 @@ func TestPoolOfAnotherCropSizeIsRefused(t *testing.T) {
 	}
 	if b.step != 0 || b.poolA.Len() != 0 {
 		t.Fatalf("a refused state changed the run: step %d, %d pooled images", b.step, b.poolA.Len())
+	}
+}
+
+// TestTeacherWeightsFileNamesItsArchitecture: a teacher given as a weights file that records its
+// architecture (every file wkd writes) needs no --teacher-netG, and its generator is the one
+// recorded; a file without the record is refused naming the flags and wkd convert; a recorded
+// teacher of other channels is refused naming --input-nc.
+func TestTeacherWeightsFileNamesItsArchitecture(t *testing.T) {
+	data := writeAligned(t, 4, 32)
+	teacherDir := t.TempDir()
+	tc := tinyPix2Pix(data, teacherDir)
+	tc.G.NGF = 6
+	runFor(t, tc, 1, false)
+	file := filepath.Join(teacherDir, "G.safetensors")
+	cfg := tinyPix2Pix(data, t.TempDir())
+	cfg.Teacher, cfg.KD, cfg.Alpha = file, KDWavelet, 10
+	cfg.G.NGF = 2
+	tr := runFor(t, cfg, 1, false)
+	if got := tr.teacherA.Spec(); got != tc.G {
+		t.Errorf("teacher built as %v, the file records %v", got, tc.G)
+	}
+
+	tensors, _, err := safetensors.Read(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := filepath.Join(t.TempDir(), "bare.safetensors")
+	safetensors.WriteFile(bare, tensors, nil)
+	cfg.Teacher, cfg.Dir = bare, t.TempDir()
+	if _, err := New(cfg, io.Discard); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--teacher-netG") || !strings.Contains(err.Error(), "wkd convert") {
+		t.Errorf("a file without its architecture: err = %v, want ErrConfig naming --teacher-netG and wkd convert", err)
+	}
+	gray := cfg
+	gray.Teacher, gray.Dir = file, t.TempDir()
+	gray.G.InputNC, gray.D.InputNC = 1, 4
+	if _, err := New(gray, io.Discard); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--input-nc") {
+		t.Errorf("a teacher of other channels: err = %v, want ErrConfig naming --input-nc", err)
 	}
 }

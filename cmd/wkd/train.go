@@ -33,8 +33,11 @@ type runFlags struct {
 	logFormat  string
 	quiet      bool
 	noDropout  bool
-	localNodes int
-	overwrite  bool
+	// The teacher's spec when --teacher is a weights file and --teacher-netG is given.
+	teacherNorm      models.Norm
+	teacherNoDropout bool
+	localNodes       int
+	overwrite        bool
 }
 
 // presetFor picks the recipe whose defaults the flags start from, by a --model in args.
@@ -107,8 +110,12 @@ func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress bar")
 	if distill {
 		fs.StringVar(&c.Teacher, "teacher", "runs/teacher", "teacher: a wkd run folder, or a weights file with --teacher-netG/--teacher-ngf")
-		fs.Var(&c.TeacherG.Kind, "teacher-netG", "teacher architecture when --teacher is a weights file")
-		fs.IntVar(&c.TeacherG.NGF, "teacher-ngf", 64, "teacher width when --teacher is a weights file")
+		fs.Var(&c.TeacherG.Kind, "teacher-netG", "teacher architecture when --teacher is a weights file that does not record it: "+models.GeneratorNames())
+		fs.IntVar(&c.TeacherG.NGF, "teacher-ngf", 64, "teacher width, with --teacher-netG")
+		fs.Var(&f.teacherNorm, "teacher-norm", "teacher normalization, with --teacher-netG: "+models.NormNames()+" (default: --norm)")
+		fs.IntVar(&c.TeacherG.NBlocks, "teacher-n-blocks", 9, "teacher residual blocks, with --teacher-netG resnet")
+		fs.IntVar(&c.TeacherG.NumDowns, "teacher-num-downs", 8, "teacher downsamplings, with --teacher-netG unet")
+		fs.BoolVar(&f.teacherNoDropout, "teacher-no-dropout", !c.G.Dropout, "the teacher has no dropout layers, with --teacher-netG")
 		fs.Func("kd", "wavelet|pixel|none: what the student learns from the teacher (default wavelet)", func(s string) error { c.KD = trainer.KD(s); return nil })
 		fs.Func("alpha", fmt.Sprintf("weight of the KD term (default %g); the log's kd_share helps set it", c.Alpha), floatSetter(&c.Alpha))
 		fs.IntVar(&c.Levels, "levels", c.Levels, "Haar DWT levels of wavelet KD")
@@ -266,6 +273,15 @@ func (f *runFlags) resolve(distill bool) (trainer.Config, error) {
 	}
 	if !distill {
 		cfg.KD = trainer.KDNone
+	}
+	if distill && cfg.TeacherG.Kind != 0 {
+		cfg.TeacherG.InputNC, cfg.TeacherG.OutputNC = cfg.G.InputNC, cfg.G.OutputNC
+		cfg.TeacherG.Norm = cfg.G.Norm
+		if f.teacherNorm != 0 {
+			cfg.TeacherG.Norm = f.teacherNorm
+		}
+		cfg.TeacherG.Dropout = !f.teacherNoDropout
+		cfg.TeacherG = cfg.TeacherG.Canonical()
 	}
 	if f.resume || f.resumeFrom != "" {
 		saved, err := trainer.LoadConfig(cfg.Dir)
