@@ -157,6 +157,20 @@ func CountParams(m Module) int64 {
 	return total
 }
 
+// ParamCount is the number of trainable parameters of the network a spec names, counted
+// without allocating them.
+func ParamCount(spec Spec) (int64, error) {
+	n, err := build(spec, false)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, t := range n.params {
+		total += int64(numel(t))
+	}
+	return total, nil
+}
+
 // CountMACs is the multiply-accumulates of one HxW image through the network's convolutions
 // and transposed convolutions: per output element C_in*KH*KW (groups are always 1 here), as
 // the compression papers count (56.8 G for ResNet-9, ngf 64, at 256x256). Norms, activations

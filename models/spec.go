@@ -218,6 +218,9 @@ func (s Spec) Canonical() Spec {
 	return r
 }
 
+// MaxWidth bounds channel counts (ngf, ndf, input and output channels).
+const MaxWidth = 4096
+
 // Validate says what is wrong with the spec, if anything.
 func (s Spec) Validate() error {
 	r := s.Resolved()
@@ -240,16 +243,35 @@ func (s Spec) Validate() error {
 	} else if r.NDF < 1 {
 		return fmt.Errorf("%w: %v: ndf %d, want at least 1", ErrSpec, r.Kind, r.NDF)
 	}
+	// Bounds far beyond any GAN, so that sizes stay exact in int and nothing tries to
+	// allocate what no machine has; ParamCount bounds the total.
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"input channels", r.InputNC}, {"output channels", r.OutputNC}, {"ngf", r.NGF}, {"ndf", r.NDF}} {
+		if f.v > MaxWidth {
+			return fmt.Errorf("%w: %v: %s %d, want at most %d", ErrSpec, r.Kind, f.name, f.v, MaxWidth)
+		}
+	}
 	switch r.Kind {
 	case ResNet:
+		if r.NBlocks > 1000 {
+			return fmt.Errorf("%w: resnet: %d blocks, want at most 1000", ErrSpec, r.NBlocks)
+		}
 		if r.NBlocks < 0 {
 			return fmt.Errorf("%w: resnet: %d blocks, want 0 or more", ErrSpec, r.NBlocks)
 		}
 	case UNet:
+		if r.NumDowns > 16 {
+			return fmt.Errorf("%w: unet: %d downsamplings, want at most 16 (sides of 65536)", ErrSpec, r.NumDowns)
+		}
 		if r.NumDowns < 5 {
 			return fmt.Errorf("%w: unet: %d downsamplings, want at least 5", ErrSpec, r.NumDowns)
 		}
 	case NLayers:
+		if r.NLayers > 16 {
+			return fmt.Errorf("%w: n_layers: %d layers, want at most 16", ErrSpec, r.NLayers)
+		}
 		if r.NLayers < 1 {
 			return fmt.Errorf("%w: n_layers: %d layers, want at least 1", ErrSpec, r.NLayers)
 		}

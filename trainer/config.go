@@ -214,17 +214,17 @@ func (c Config) Validate() error {
 	if c.Dir == "" {
 		return bad("--out: the run folder is required")
 	}
+	if c.G.Kind != 0 && !c.G.Kind.IsGenerator() {
+		return bad("--netG %v is a discriminator: use one of %s", c.G.Kind, models.GeneratorNames())
+	}
 	if err := c.G.Validate(); err != nil {
-		return bad("generator: %v", err)
-	}
-	if !c.G.Kind.IsGenerator() {
-		return bad("--netG %v is a discriminator", c.G.Kind)
-	}
-	if err := c.D.Validate(); err != nil {
-		return bad("discriminator: %v", err)
+		return bad("--netG %v (--ngf, --norm, --n-blocks, --num-downs, --input-nc, --output-nc): %v", c.G.Kind, err)
 	}
 	if c.D.Kind.IsGenerator() {
-		return bad("--netD %v is a generator", c.D.Kind)
+		return bad("--netD %v is a generator: use basic, n_layers or pixel", c.D.Kind)
+	}
+	if err := c.D.Validate(); err != nil {
+		return bad("--netD %v (--ndf, --n-layers-D, --norm): %v", c.D.Kind, err)
 	}
 	switch c.GANMode {
 	case Vanilla, LSGAN:
@@ -240,17 +240,42 @@ func (c Config) Validate() error {
 			return bad("%s %v: must be a finite number", f.flag, f.v)
 		}
 	}
+	for _, f := range []struct {
+		flag string
+		v    float32
+	}{{"--lambda-l1", c.LambdaL1}, {"--lambda-A", c.LambdaA}, {"--lambda-B", c.LambdaB}, {"--lambda-identity", c.LambdaIdentity}} {
+		if f.v < 0 {
+			return bad("%s %v: a loss weight must be 0 or more", f.flag, f.v)
+		}
+	}
 	if c.LR <= 0 || c.Beta1 < 0 || c.Beta1 >= 1 {
 		return bad("--lr %g must be > 0 and --beta1 %g in [0, 1)", c.LR, c.Beta1)
 	}
 	if c.Epochs < 0 || c.EpochsDecay < 0 || c.Epochs+c.EpochsDecay == 0 {
 		return bad("--epochs %d and --epochs-decay %d: need at least one epoch in all", c.Epochs, c.EpochsDecay)
 	}
-	if c.BatchSize < 1 {
-		return bad("--batch-size %d: must be at least 1", c.BatchSize)
+	if c.BatchSize < 1 || c.BatchSize > maxBatch {
+		return bad("--batch-size %d: use 1 to %d (1 is the reference's)", c.BatchSize, maxBatch)
 	}
-	if c.CropSize < 4 || c.LoadSize < c.CropSize {
-		return bad("--crop-size %d and --load-size %d: need 4 <= crop <= load", c.CropSize, c.LoadSize)
+	if c.CropSize < 4 || c.LoadSize < c.CropSize || c.LoadSize > maxSide {
+		return bad("--crop-size %d and --load-size %d: need 4 <= crop <= load <= %d (the reference's 256 and 286)", c.CropSize, c.LoadSize, maxSide)
+	}
+	if c.Threads < 0 || c.Threads > maxThreads {
+		return bad("--threads %d: use 0 (all cores) to %d", c.Threads, maxThreads)
+	}
+	if c.MaxSteps < 0 || c.MaxSamples < 0 {
+		return bad("--max-steps %d and --max-samples %d: use 0 (no limit) or more", c.MaxSteps, c.MaxSamples)
+	}
+	for _, n := range []struct {
+		flag string
+		spec models.Spec
+	}{{"--netG", c.G}, {"--netD", c.D}, {"--teacher-netG", c.TeacherG}} {
+		if n.spec.Kind == 0 {
+			continue
+		}
+		if p, err := models.ParamCount(n.spec); err == nil && p > maxParams {
+			return bad("%s %v: %.3g parameters, more than the %.0e wkd trains (the reference's networks have 3-55 M): lower its width (--ngf, --ndf)", n.flag, n.spec.Kind, float64(p), float64(maxParams))
+		}
 	}
 	if err := fitsCrop(c.CropSize, "--netG", c.G); err != nil {
 		return bad("%v", err)
@@ -286,7 +311,7 @@ func (c Config) Validate() error {
 		}
 		if c.TeacherG.Kind != 0 {
 			if err := c.TeacherG.Validate(); err != nil {
-				return bad("teacher: %v", err)
+				return bad("--teacher-netG %v (--teacher-ngf, --teacher-norm, --teacher-n-blocks, --teacher-num-downs): %v", c.TeacherG.Kind, err)
 			}
 			if err := fitsCrop(c.CropSize, "the teacher's generator", c.TeacherG); err != nil {
 				return bad("%v", err)
@@ -302,6 +327,15 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// Bounds on sizes far beyond any GAN recipe, so that a typo fails here with a clear error
+// instead of exhausting memory.
+const (
+	maxBatch   = 4096
+	maxSide    = 8192
+	maxThreads = 1024
+	maxParams  = 1_000_000_000
+)
 
 // fitsCrop says whether a crop x crop image goes through the network (a generator's sides must
 // be a multiple of its downsampling, a discriminator must keep an output), naming the flag.

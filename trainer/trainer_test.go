@@ -271,6 +271,20 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		}},
 		{"epochs", "--epochs", func(c *Config) { c.Epochs, c.EpochsDecay = 0, 0 }},
 		{"data", "--data", func(c *Config) { c.Data = "" }},
+		{"threads", "--threads -3", func(c *Config) { c.Threads = -3 }},
+		{"negative lambda", "--lambda-l1 -5", func(c *Config) { c.LambdaL1 = -5 }},
+		{"huge batch", "--batch-size 1000000", func(c *Config) { c.BatchSize = 1000000 }},
+		{"huge load", "--load-size 100000", func(c *Config) { c.LoadSize = 100000 }},
+		{"negative steps", "--max-steps -1", func(c *Config) { c.MaxSteps = -1 }},
+		{"width beyond bounds", "--netG", func(c *Config) { c.G.NGF = 1 << 31 }},
+		{"too many parameters", "--ngf", func(c *Config) {
+			c.G = models.Spec{Kind: models.ResNet9Blocks, InputNC: 3, OutputNC: 3, NGF: 2048, Norm: models.Instance}
+		}},
+		{"discriminator as G", "--netG basic is a discriminator", func(c *Config) { c.G.Kind = models.PatchGAN }},
+		{"teacher spec", "--teacher-netG", func(c *Config) {
+			c.Teacher, c.KD = "t", KDWavelet
+			c.TeacherG = models.Spec{Kind: models.UNet, NumDowns: 3, InputNC: 3, OutputNC: 3, NGF: 4, Norm: models.Instance}
+		}},
 	}
 	for _, tc := range cases {
 		c := base

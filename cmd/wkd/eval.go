@@ -61,14 +61,16 @@ func runEval(args []string) error {
 	switch {
 	case *maxImages < 1:
 		return fmt.Errorf("--max-images %d: want at least 1 test image (200 is the default)", *maxImages)
-	case *speedReps < 1:
-		return fmt.Errorf("--speed-reps %d: want at least 1 timed inference (5 is the default)", *speedReps)
+	case *speedReps < 1 || *speedReps > 1000:
+		return fmt.Errorf("--speed-reps %d: want 1 to 1000 timed inferences (5 is the default)", *speedReps)
+	case *speedSize > 8192:
+		return fmt.Errorf("--speed-size %d: want at most 8192 (256 is the default)", *speedSize)
 	case *samples < 0:
 		return fmt.Errorf("--samples %d: want 0 (no sample grid) or more (8 is the default)", *samples)
 	case *fidBatch < 1:
 		return fmt.Errorf("--fid-batch %d: want at least 1 image per forward (8 is the default)", *fidBatch)
-	case *kidSubsets < 1:
-		return fmt.Errorf("--kid-subsets %d: want at least 1 subset (100 is the default)", *kidSubsets)
+	case *kidSubsets < 1 || *kidSubsets > 100000:
+		return fmt.Errorf("--kid-subsets %d: want 1 to 100000 subsets (100 is the default)", *kidSubsets)
 	case *kidSubsetSize < 2:
 		return fmt.Errorf("--kid-subset-size %d: want at least 2 images per subset (1000 is the default)", *kidSubsetSize)
 	}

@@ -222,6 +222,9 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// maxLocalNodes bounds the node processes one machine starts.
+const maxLocalNodes = 64
+
 // newRunFlags starts a run's flags from the recipe --model names, with the small-image defaults.
 func newRunFlags(args []string, distill bool) (runFlags, error) {
 	preset, err := presetFor(args)
@@ -257,6 +260,9 @@ func parseRun(fs *flag.FlagSet, f *runFlags, args []string, distill bool) (train
 	}
 	if fs.NArg() > 0 {
 		return trainer.Config{}, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	if f.localNodes < 0 || f.localNodes > maxLocalNodes {
+		return trainer.Config{}, fmt.Errorf("--local-nodes %d: use 0 (one process) to %d node processes", f.localNodes, maxLocalNodes)
 	}
 	return f.resolve(distill)
 }
