@@ -11,6 +11,7 @@ import (
 	"wkd/internal/torchref"
 	"wkd/models"
 	"wkd/ops"
+	"wkd/trainer"
 )
 
 // TestConvertRoundTripWithPyTorch: the reference's networks saved by torch.save (a ResNet with
@@ -176,5 +177,59 @@ func TestDistillFromATeacherFile(t *testing.T) {
 	err := runTrain("distill", append(append([]string{"--out", filepath.Join(dir, "wrong")}, common...), "--teacher", pth, "--teacher-netG", "resnet_6blocks", "--teacher-ngf", "8", "--teacher-norm", "instance", "--teacher-no-dropout"))
 	if err == nil || !strings.Contains(err.Error(), "--teacher") {
 		t.Errorf("a .pth teacher with the wrong --teacher-norm: err = %v, want one naming --teacher", err)
+	}
+}
+
+// TestResumeRefusesChangedFlags: --resume continues the saved run; flags that would change it
+// are refused, all named, and nothing of the run is touched; flags that say where and how
+// long it goes on, or repeat its own values, are taken. --resume-from a checkpoint of another
+// folder into a new --out reads that run's configuration.
+func TestResumeRefusesChangedFlags(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "data")
+	writeAlignedTestSet(t, root, 3, 32)
+	if err := os.Rename(filepath.Join(root, "test"), filepath.Join(root, "train")); err != nil {
+		t.Fatal(err)
+	}
+	teacher := filepath.Join(dir, "teacher")
+	base := []string{"--data", root, "--quiet", "--log-format", "json", "--ngf", "4", "--ndf", "4", "--checkpoint-every", "1"}
+	if err := runTrain("train", append([]string{"--out", teacher, "--max-steps", "1"}, base...)); err != nil {
+		t.Fatal(err)
+	}
+	student := filepath.Join(dir, "student")
+	sargs := append(append([]string{"--teacher", teacher, "--out", student}, base...), "--alpha", "100", "--kd", "wavelet")
+	if err := runTrain("distill", append(sargs, "--max-steps", "1")); err != nil {
+		t.Fatal(err)
+	}
+	config, _ := os.ReadFile(filepath.Join(student, "config.json"))
+
+	err := runTrain("distill", []string{"--out", student, "--resume", "--max-steps", "2", "--kd", "pixel", "--alpha", "5", "--lr", "0.1", "--quiet", "--log-format", "json"})
+	if err == nil {
+		t.Fatal("--resume with --kd pixel --alpha 5 --lr 0.1: no error")
+	}
+	for _, want := range []string{"--kd pixel", "--alpha 5", "--lr 0.1", "config.json"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not name %q", err, want)
+		}
+	}
+	if now, _ := os.ReadFile(filepath.Join(student, "config.json")); string(now) != string(config) {
+		t.Error("a refused --resume changed config.json")
+	}
+	// The whole original command again, with --resume and a new step limit: the same run.
+	if err := runTrain("distill", append(sargs, "--resume", "--max-steps", "2")); err != nil {
+		t.Fatalf("--resume repeating the run's own flags: %v", err)
+	}
+
+	ckpt, err := trainer.LatestCheckpoint(student)
+	if err != nil || ckpt == "" {
+		t.Fatalf("no checkpoint in %s: %v", student, err)
+	}
+	copyRun := filepath.Join(dir, "branch")
+	if err := runTrain("distill", []string{"--resume-from", ckpt, "--out", copyRun, "--max-steps", "3", "--quiet", "--log-format", "json"}); err != nil {
+		t.Fatalf("--resume-from a checkpoint of another folder: %v", err)
+	}
+	cfg, err := trainer.LoadConfig(copyRun)
+	if err != nil || cfg.KD != trainer.KDWavelet || cfg.Alpha != 100 {
+		t.Errorf("the branch's config: %+v, %v; want the student's (wavelet KD, alpha 100)", cfg, err)
 	}
 }

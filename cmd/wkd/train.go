@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
@@ -264,12 +265,21 @@ func parseRun(fs *flag.FlagSet, f *runFlags, args []string, distill bool) (train
 	if f.localNodes < 0 || f.localNodes > maxLocalNodes {
 		return trainer.Config{}, fmt.Errorf("--local-nodes %d: use 0 (one process) to %d node processes", f.localNodes, maxLocalNodes)
 	}
-	return f.resolve(distill)
+	cfg := f.apply(distill)
+	if f.resume || f.resumeFrom != "" {
+		var err error
+		if cfg, err = resumedConfig(fs, givenValues(fs, args), cfg, f.resumeFrom, distill); err != nil {
+			return cfg, err
+		}
+	}
+	if cfg.Device == "" {
+		cfg.Device = trainer.DeviceCPU
+	}
+	return cfg, nil
 }
 
-// resolve turns parsed flags into the run's configuration; a resumed run takes its own saved
-// configuration, so it stays the same run.
-func (f *runFlags) resolve(distill bool) (trainer.Config, error) {
+// apply turns parsed flags into a new run's configuration.
+func (f *runFlags) apply(distill bool) trainer.Config {
 	cfg := f.cfg
 	cfg.G.Dropout = !f.noDropout
 	cfg.D.Norm = cfg.G.Norm
@@ -280,6 +290,9 @@ func (f *runFlags) resolve(distill bool) (trainer.Config, error) {
 	if !distill {
 		cfg.KD = trainer.KDNone
 	}
+	if cfg.TeacherG.Kind == 0 {
+		cfg.TeacherG = models.Spec{} // the --teacher-* sizes only describe a --teacher-netG
+	}
 	if distill && cfg.TeacherG.Kind != 0 {
 		cfg.TeacherG.InputNC, cfg.TeacherG.OutputNC = cfg.G.InputNC, cfg.G.OutputNC
 		cfg.TeacherG.Norm = cfg.G.Norm
@@ -289,27 +302,111 @@ func (f *runFlags) resolve(distill bool) (trainer.Config, error) {
 		cfg.TeacherG.Dropout = !f.teacherNoDropout
 		cfg.TeacherG = cfg.TeacherG.Canonical()
 	}
-	if f.resume || f.resumeFrom != "" {
-		saved, err := trainer.LoadConfig(cfg.Dir)
-		if err != nil {
-			return cfg, fmt.Errorf("--resume: %w", err)
-		}
-		// The folder is where it is now (it may have been copied or moved since).
-		saved.MaxSteps, saved.Threads, saved.Dir = cfg.MaxSteps, cfg.Threads, cfg.Dir
-		// Where it computes is not part of the run: an explicit --device moves it, and
-		// without one it stays where it was saved (never silently from a GPU to the CPU).
-		if cfg.Device != "" {
-			saved.Device = cfg.Device
-		} else if saved.Device == trainer.DeviceCUDA && !ops.HasBackend(trainer.DeviceCUDA) {
-			return cfg, fmt.Errorf("--resume: %s says the run trained with --device cuda, and this binary was built without CUDA: build one with `go build -tags cuda ./cmd/wkd`, or pass --device cpu to continue on the CPU",
-				filepath.Join(cfg.Dir, "config.json"))
-		}
-		cfg = saved
+	return cfg
+}
+
+// resumeFlags may differ on --resume: where and how long the run goes on, not what it is.
+var resumeFlags = map[string]bool{"out": true, "resume": true, "resume-from": true, "max-steps": true, "threads": true,
+	"device": true, "log-format": true, "quiet": true, "local-nodes": true, "overlap": true, "overwrite": true}
+
+// resumedConfig is the saved configuration of the run being resumed, which stays the same run:
+// a flag given now that would change it is refused, naming it, rather than dropped unseen.
+// The configuration comes from --out, or for --resume-from a checkpoint of another folder
+// when --out has none yet, from the checkpoint's run folder.
+func resumedConfig(fs *flag.FlagSet, given map[string]string, cfg trainer.Config, resumeFrom string, distill bool) (trainer.Config, error) {
+	from := cfg.Dir
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "config.json")); err != nil && resumeFrom != "" {
+		// ckpt files live in <run>/ckpt/.
+		from = filepath.Dir(filepath.Dir(resumeFrom))
 	}
-	if cfg.Device == "" {
-		cfg.Device = trainer.DeviceCPU
+	saved, err := trainer.LoadConfig(from)
+	if err != nil {
+		if resumeFrom != "" {
+			return cfg, fmt.Errorf("--resume-from %s: the run's configuration is in neither --out %s nor the checkpoint's run folder %s: %w", resumeFrom, cfg.Dir, from, err)
+		}
+		return cfg, fmt.Errorf("--resume: %w", err)
 	}
-	return cfg, nil
+	var changed []string
+	fs.Visit(func(fl *flag.Flag) {
+		if resumeFlags[fl.Name] {
+			return
+		}
+		// The saved run with only this flag applied: a change if it differs.
+		var probe runFlags
+		pfs := flag.NewFlagSet("probe", flag.ContinueOnError)
+		pfs.SetOutput(io.Discard)
+		bindRunFlags(pfs, &probe, distill)
+		probe.cfg, probe.noDropout = saved, !saved.G.Dropout
+		probe.teacherNoDropout = !saved.TeacherG.Dropout
+		v := given[fl.Name]
+		if fl.Name == "model" {
+			if trainer.Task(v) != saved.Task {
+				changed = append(changed, "--model "+v)
+			}
+			return
+		}
+		if err := pfs.Set(fl.Name, v); err != nil {
+			return
+		}
+		if got := probe.apply(distill); !reflect.DeepEqual(got, normalizedSaved(saved, distill)) {
+			changed = append(changed, fmt.Sprintf("--%s %s", fl.Name, v))
+		}
+	})
+	if len(changed) > 0 {
+		return cfg, fmt.Errorf("--resume continues the run as %s says, and %s would change it: drop them, or start a new run (another --out, or --overwrite)",
+			filepath.Join(from, "config.json"), strings.Join(changed, ", "))
+	}
+	// The folder is where it is now (it may have been copied or moved since).
+	saved.MaxSteps, saved.Threads, saved.Dir = cfg.MaxSteps, cfg.Threads, cfg.Dir
+	// Where it computes is not part of the run: an explicit --device moves it, and
+	// without one it stays where it was saved (never silently from a GPU to the CPU).
+	if cfg.Device != "" {
+		saved.Device = cfg.Device
+	} else if saved.Device == trainer.DeviceCUDA && !ops.HasBackend(trainer.DeviceCUDA) {
+		return cfg, fmt.Errorf("--resume: %s says the run trained with --device cuda, and this binary was built without CUDA: build one with `go build -tags cuda ./cmd/wkd`, or pass --device cpu to continue on the CPU",
+			filepath.Join(from, "config.json"))
+	}
+	return saved, nil
+}
+
+// givenValues is the last value args give each flag of fs, as written (a flag made with
+// fs.Func does not report its value back).
+func givenValues(fs *flag.FlagSet, args []string) map[string]string {
+	out := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || !strings.HasPrefix(a, "-") {
+			break
+		}
+		name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if k := strings.Index(name, "="); k >= 0 {
+			out[name[:k]] = name[k+1:]
+			continue
+		}
+		fl := fs.Lookup(name)
+		if fl == nil {
+			continue
+		}
+		if b, ok := fl.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			out[name] = "true"
+			continue
+		}
+		if i+1 < len(args) {
+			out[name] = args[i+1]
+			i++
+		}
+	}
+	return out
+}
+
+// normalizedSaved is a saved configuration passed through apply with its own values, so it
+// compares with a probe field for field.
+func normalizedSaved(saved trainer.Config, distill bool) trainer.Config {
+	var probe runFlags
+	pfs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	bindRunFlags(pfs, &probe, distill)
+	probe.cfg, probe.noDropout, probe.teacherNoDropout = saved, !saved.G.Dropout, !saved.TeacherG.Dropout
+	return probe.apply(distill)
 }
 
 // freshRunFolder refuses to start a new run where one already left checkpoints (its newer
