@@ -2,10 +2,12 @@ package metrics
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -335,6 +337,9 @@ func (n *FeatureNet) Save(path string, accuracy float64) error {
 // (NaN if none). Errors name the --features flag and the file.
 func LoadFeatureNet(path string) (*FeatureNet, float64, error) {
 	t, meta, err := safetensors.Read(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, fmt.Errorf("--features %s does not exist: make it with `wkd train-features --out %s` (`make demo` leaves one in runs/demo/texture-features.safetensors)", path, path)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("--features: %w", err)
 	}

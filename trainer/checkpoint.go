@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -350,6 +351,9 @@ func (t *Trainer) loadTeachers() error {
 	path := t.cfg.Teacher
 	st, err := os.Stat(path)
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: --teacher %s does not exist: train a teacher there with `wkd train --out %s`, or name one (`make demo` leaves its teacher in runs/demo/teacher)", ErrConfig, path, path)
+		}
 		return fmt.Errorf("--teacher: %w", err)
 	}
 	spec := t.cfg.TeacherG

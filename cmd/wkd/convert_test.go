@@ -233,3 +233,23 @@ func TestResumeRefusesChangedFlags(t *testing.T) {
 		t.Errorf("the branch's config: %+v, %v; want the student's (wavelet KD, alpha 100)", cfg, err)
 	}
 }
+
+// TestMissingDefaultsSayWhatMakesThem: a missing teacher or feature network is named with the
+// command that makes it and where make demo leaves one.
+func TestMissingDefaultsSayWhatMakesThem(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "data")
+	writeAlignedTestSet(t, root, 2, 32)
+	os.Rename(filepath.Join(root, "test"), filepath.Join(root, "train"))
+	err := runTrain("distill", []string{"--data", root, "--out", filepath.Join(dir, "s"), "--teacher", filepath.Join(dir, "nowhere"), "--quiet", "--log-format", "json"})
+	if err == nil || !strings.Contains(err.Error(), "wkd train --out") || !strings.Contains(err.Error(), "runs/demo/teacher") {
+		t.Errorf("missing teacher: err = %v", err)
+	}
+	writeAlignedTestSet(t, root, 2, 32)
+	run := filepath.Join(dir, "run")
+	writeRun(t, run, root, 4, 1)
+	err = runEval([]string{"--runs", run, "--features", filepath.Join(dir, "nofeatures.safetensors"), "--out", filepath.Join(dir, "r"), "--speed-size", "32"})
+	if err == nil || !strings.Contains(err.Error(), "wkd train-features") || !strings.Contains(err.Error(), "runs/demo/texture-features.safetensors") {
+		t.Errorf("missing feature network: err = %v", err)
+	}
+}
