@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"wkd/data"
 	"wkd/models"
 )
 
@@ -77,6 +78,12 @@ type Config struct {
 	LoadSize int  `json:"load_size"`
 	CropSize int  `json:"crop_size"`
 	NoFlip   bool `json:"no_flip"`
+	// BtoA swaps the sides of an aligned dataset, or the domains of an unaligned one (the
+	// reference's --direction BtoA).
+	BtoA bool `json:"btoa,omitempty"`
+	// Preprocess is the resize and crop recipe (--preprocess): resize_and_crop (default),
+	// crop or scale_width_and_crop; recipes that keep each image's own size are refused.
+	Preprocess string `json:"preprocess,omitempty"`
 	// MaxSamples limits the training set (0: all).
 	MaxSamples int `json:"max_dataset_size"`
 
@@ -259,6 +266,13 @@ func (c Config) Validate() error {
 	}
 	if c.CropSize < 4 || c.LoadSize < c.CropSize || c.LoadSize > maxSide {
 		return bad("--crop-size %d and --load-size %d: need 4 <= crop <= load <= %d (the reference's 256 and 286)", c.CropSize, c.LoadSize, maxSide)
+	}
+	switch data.Preprocess(c.Preprocess) {
+	case "", data.ResizeAndCrop, data.Crop, data.ScaleWidthAndCrop:
+	case data.ScaleWidth, data.PreprocessNone:
+		return bad("--preprocess %s keeps each image's own size, which wkd does not train on: use resize_and_crop, crop or scale_width_and_crop", c.Preprocess)
+	default:
+		return bad("--preprocess %q: use resize_and_crop, crop or scale_width_and_crop", c.Preprocess)
 	}
 	if c.Threads < 0 || c.Threads > maxThreads {
 		return bad("--threads %d: use 0 (all cores) to %d", c.Threads, maxThreads)

@@ -227,6 +227,10 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 	}
 	dcfg.InputNC, dcfg.OutputNC = cfg.G.InputNC, cfg.G.OutputNC
 	dcfg.LoadSize, dcfg.CropSize, dcfg.NoFlip, dcfg.MaxDatasetSize = cfg.LoadSize, cfg.CropSize, cfg.NoFlip, cfg.MaxSamples
+	dcfg.BtoA = cfg.BtoA
+	if cfg.Preprocess != "" {
+		dcfg.Preprocess = data.Preprocess(cfg.Preprocess)
+	}
 	if t.train, err = data.Open(dcfg); err != nil {
 		return nil, err
 	}

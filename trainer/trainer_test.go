@@ -443,3 +443,48 @@ func TestTeacherWeightsFileNamesItsArchitecture(t *testing.T) {
 		t.Errorf("a teacher of other channels: err = %v, want ErrConfig naming --input-nc", err)
 	}
 }
+
+// TestDirectionAndPreprocessReachTheData: --direction BtoA makes the dataset's B side the
+// input, and --preprocess crop takes the crop from the image as it is (no resize).
+func TestDirectionAndPreprocessReachTheData(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "train")
+	os.MkdirAll(dir, 0o755)
+	img := image.NewRGBA(image.Rect(0, 0, 64, 32))
+	for y := range 32 {
+		for x := range 64 {
+			v := uint8(0) // A (left) black, B (right) white
+			if x >= 32 {
+				v = 255
+			}
+			img.Set(x, y, color.RGBA{v, v, v, 255})
+		}
+	}
+	writePNG(t, filepath.Join(dir, "000.png"), img)
+	for _, btoa := range []bool{false, true} {
+		cfg := tinyPix2Pix(root, t.TempDir())
+		cfg.BtoA, cfg.Preprocess = btoa, "crop"
+		cfg.LoadSize, cfg.CropSize = 32, 32
+		tr, err := New(cfg, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := tr.train.Load(1, 0, 0)
+		tr.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := float32(-1)
+		if btoa {
+			want = 1
+		}
+		if s.A[0] != want || s.B[0] != -want {
+			t.Errorf("BtoA %v: input starts %v, target %v; want %v and %v", btoa, s.A[0], s.B[0], want, -want)
+		}
+	}
+	bad := tinyPix2Pix(root, t.TempDir())
+	bad.Preprocess = "scale_width"
+	if err := bad.Validate(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--preprocess scale_width") {
+		t.Errorf("--preprocess scale_width: err = %v", err)
+	}
+}

@@ -139,6 +139,7 @@ func runEval(args []string) error {
 		dcfg = data.DefaultCycleGANConfig(root)
 	}
 	dcfg.Phase, dcfg.Train = "test", false
+	dcfg.BtoA = ms[0].cfg.BtoA
 	dcfg.InputNC, dcfg.OutputNC = ms[0].spec.InputNC, ms[0].spec.OutputNC
 	dcfg.LoadSize, dcfg.CropSize = ms[0].cfg.CropSize, ms[0].cfg.CropSize
 	ds, err := data.Open(dcfg)

@@ -100,8 +100,8 @@ func runNode(args []string) error {
 	}
 	var cf clusterFlags
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	bindClusterFlags(fs, &cf) // first: its --name (the node's) stands, not the reference's run name
 	bindRunFlags(fs, &f, distill)
-	bindClusterFlags(fs, &cf)
 	cfg, err := parseRun(fs, &f, args, distill)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ type runFlags struct {
 	// The teacher's spec when --teacher is a weights file and --teacher-netG is given.
 	teacherNorm      models.Norm
 	teacherNoDropout bool
+	ref              refFlags
 	localNodes       int
 	overwrite        bool
 }
@@ -57,7 +59,7 @@ func presetFor(args []string) (trainer.Config, error) {
 			switch trainer.Task(v) {
 			case trainer.Pix2Pix:
 				return trainer.DefaultPix2Pix(), nil
-			case trainer.CycleGAN:
+			case trainer.CycleGAN, "cycle_gan": // the reference's name
 				return trainer.DefaultCycleGAN(), nil
 			}
 			return trainer.Config{}, fmt.Errorf("--model %q: use pix2pix or cyclegan", v)
@@ -98,6 +100,18 @@ func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
 	fs.IntVar(&c.LoadSize, "load-size", 36, "resize images to this size before cropping")
 	fs.IntVar(&c.CropSize, "crop-size", 32, "random crop size (the training resolution)")
 	fs.BoolVar(&c.NoFlip, "no-flip", false, "no random horizontal flips")
+	fs.Func("direction", "AtoB|BtoA: which side of the data is the input; BtoA swaps them, as facades and maps need (default AtoB)", func(v string) error {
+		switch v {
+		case "AtoB", "BtoA":
+			c.BtoA = v == "BtoA"
+			return nil
+		}
+		return fmt.Errorf("%q: use AtoB or BtoA", v)
+	})
+	fs.Func("preprocess", "resize_and_crop|crop|scale_width_and_crop: how images become --crop-size squares (default resize_and_crop)", func(v string) error {
+		c.Preprocess = v
+		return nil
+	})
 	fs.IntVar(&c.MaxSamples, "max-samples", 0, "use at most this many training images (0: all)")
 	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "write a checkpoint every N steps (and at the end)")
 	fs.IntVar(&c.KeepCheckpoints, "keep-checkpoints", c.KeepCheckpoints, "how many recent checkpoints to keep")
@@ -123,6 +137,7 @@ func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
 		fs.Func("kd-loss", "l1|mse: distance of the KD term (default l1)", func(s string) error { c.KDLoss = trainer.Dist(s); return nil })
 		fs.BoolVar(&c.UseTeacherD, "use-teacher-d", false, "start the student's discriminator from the teacher's (its run folder's newest checkpoint); needs the teacher's --netD, --ndf, --n-layers-D and --norm")
 	}
+	bindReferenceFlags(fs, f, &f.ref)
 }
 
 func floatSetter(dst *float32) func(string) error {
@@ -156,7 +171,7 @@ func runTrain(name string, args []string) error {
 			fmt.Fprintln(fs.Output(), "Trains a pix2pix or CycleGAN teacher with the reference recipe.")
 		}
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
-		fs.PrintDefaults()
+		printRunFlags(fs.Output(), fs)
 	}
 	cfg, err := parseRun(fs, &f, args, distill)
 	if err != nil {
@@ -265,6 +280,9 @@ func parseRun(fs *flag.FlagSet, f *runFlags, args []string, distill bool) (train
 	if f.localNodes < 0 || f.localNodes > maxLocalNodes {
 		return trainer.Config{}, fmt.Errorf("--local-nodes %d: use 0 (one process) to %d node processes", f.localNodes, maxLocalNodes)
 	}
+	if err := applyReferenceFlags(fs, f, &f.ref); err != nil {
+		return trainer.Config{}, err
+	}
 	cfg := f.apply(distill)
 	if f.resume || f.resumeFrom != "" {
 		var err error
@@ -307,7 +325,8 @@ func (f *runFlags) apply(distill bool) trainer.Config {
 
 // resumeFlags may differ on --resume: where and how long the run goes on, not what it is.
 var resumeFlags = map[string]bool{"out": true, "resume": true, "resume-from": true, "max-steps": true, "threads": true,
-	"device": true, "log-format": true, "quiet": true, "local-nodes": true, "overlap": true, "overwrite": true}
+	"device": true, "log-format": true, "quiet": true, "local-nodes": true, "overlap": true, "overwrite": true,
+	"continue_train": true, "name": true, "checkpoints_dir": true, "gpu_ids": true}
 
 // resumedConfig is the saved configuration of the run being resumed, which stays the same run:
 // a flag given now that would change it is refused, naming it, rather than dropped unseen.
@@ -328,7 +347,7 @@ func resumedConfig(fs *flag.FlagSet, given map[string]string, cfg trainer.Config
 	}
 	var changed []string
 	fs.Visit(func(fl *flag.Flag) {
-		if resumeFlags[fl.Name] {
+		if resumeFlags[fl.Name] || slices.Contains(referenceIgnored, fl.Name) {
 			return
 		}
 		// The saved run with only this flag applied: a change if it differs.
@@ -340,6 +359,9 @@ func resumedConfig(fs *flag.FlagSet, given map[string]string, cfg trainer.Config
 		probe.teacherNoDropout = !saved.TeacherG.Dropout
 		v := given[fl.Name]
 		if fl.Name == "model" {
+			if v == "cycle_gan" {
+				v = string(trainer.CycleGAN)
+			}
 			if trainer.Task(v) != saved.Task {
 				changed = append(changed, "--model "+v)
 			}
