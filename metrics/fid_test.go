@@ -149,10 +149,11 @@ func TestKIDMatchesNumpy(t *testing.T) {
 	if kid.Subsets != 7 || kid.SubsetSize != 50 {
 		t.Fatalf("KID over %d subsets of %d, want 7 of 50", kid.Subsets, kid.SubsetSize)
 	}
-	subs := kidSubsets(cfg, len(a), len(b), 50)
+	draw := newSubsetDrawer(cfg.Seed, len(a), len(b), 50)
 	idx := make([]float32, 0, 2*7*50)
-	for _, s := range subs {
-		for _, side := range s {
+	for range 7 {
+		ia, ib := draw.next()
+		for _, side := range [][]int{ia, ib} {
 			for _, v := range side {
 				idx = append(idx, float32(v))
 			}
@@ -164,6 +165,9 @@ a = I['a'].numpy().astype(np.float64); b = I['b'].numpy().astype(np.float64)
 idx = I['idx'].numpy().astype(np.int64).reshape(-1, 2, 50)
 d = a.shape[1]
 k = lambda x, y: (x @ y.T / d + 1) ** 3
+# Without replacement within a subset; the two sets drawn independently; subsets differ.
+assert all(len(set(s[0])) == 50 and len(set(s[1])) == 50 for s in idx)
+assert any((s[0] != s[1]).any() for s in idx) and len({tuple(s[0]) for s in idx}) == len(idx)
 mmds = []
 for s in idx:
     x, y = a[s[0]], b[s[1]]

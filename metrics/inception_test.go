@@ -140,7 +140,7 @@ func batchOf(images []Image) *ops.Tensor {
 	x := ops.New(len(images), 3, im.H, im.W)
 	for i, m := range images {
 		for j, v := range m.Pix {
-			x.Data[i*len(m.Pix)+j] = float32(math.Round(float64(v+1)*127.5)) / 255
+			x.Data[i*len(m.Pix)+j] = float32(math.Round(float64(v+1)*127.5)) / 255 // the file's 8-bit value
 		}
 	}
 	return x
@@ -162,5 +162,26 @@ func TestInceptionWarmForwardAllocatesNothing(t *testing.T) {
 	net.Features(x, 2048, out)
 	if a := testing.AllocsPerRun(2, func() { net.Features(x, 2048, out) }); a != 0 {
 		t.Errorf("a warm forward allocates %v times, want 0", a)
+	}
+}
+
+// TestTo8BitIsTensor2im: generated values become the 8-bit levels the reference's tensor2im
+// saves (truncation, clamped), and values read from 8-bit files keep their level.
+func TestTo8BitIsTensor2im(t *testing.T) {
+	for _, c := range []struct {
+		v    float32
+		want int
+	}{{-1, 0}, {1, 255}, {-2, 0}, {3, 255}, {0, 127}, {(100.7)/127.5 - 1, 100}, {(100.2)/127.5 - 1, 100}, {(254.99)/127.5 - 1, 254}} {
+		if got := to8Bit(c.v); got != float32(c.want)/255 {
+			t.Errorf("to8Bit(%v) = %v/255, want %d/255", c.v, got*255, c.want)
+		}
+	}
+	for k := range 256 {
+		// As ReadImage and the data loader (torchvision's steps) give an 8-bit value.
+		for _, v := range []float32{float32(k)/127.5 - 1, (float32(k)/255 - 0.5) / 0.5} {
+			if got := to8Bit(v); got != float32(k)/255 {
+				t.Fatalf("8-bit level %d (%v) read back as %v/255", k, v, got*255)
+			}
+		}
 	}
 }

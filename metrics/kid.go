@@ -51,9 +51,11 @@ func KernelDistance(a, b [][]float32, cfg KIDConfig) (KID, error) {
 	xa, xb := make([]float32, m*d), make([]float32, m*d)
 	gram := make([]float32, m*m)
 	mmds := make([]float64, cfg.Subsets)
-	for s, sub := range kidSubsets(cfg, len(a), len(b), m) {
-		pick(xa, a, sub[0], d)
-		pick(xb, b, sub[1], d)
+	draw := newSubsetDrawer(cfg.Seed, len(a), len(b), m)
+	for s := range mmds {
+		ia, ib := draw.next()
+		pick(xa, a, ia, d)
+		pick(xb, b, ib, d)
 		kaa := kernelSum(gram, xa, xa, m, d, true)
 		kbb := kernelSum(gram, xb, xb, m, d, true)
 		kab := kernelSum(gram, xa, xb, m, d, false)
@@ -71,14 +73,35 @@ func KernelDistance(a, b [][]float32, cfg KIDConfig) (KID, error) {
 	return KID{Mean: mean, Std: math.Sqrt(v / float64(len(mmds))), Subsets: cfg.Subsets, SubsetSize: m}, nil
 }
 
-// kidSubsets draws, per subset, m row indices of a and m of b, each without replacement.
-func kidSubsets(cfg KIDConfig, na, nb, m int) [][2][]int {
-	r := rand.New(rand.NewPCG(cfg.Seed, 0x6b1d))
-	subs := make([][2][]int, cfg.Subsets)
-	for s := range subs {
-		subs[s] = [2][]int{r.Perm(na)[:m], r.Perm(nb)[:m]}
+// subsetDrawer draws, subset after subset, m row indices of a and m of b, each without
+// replacement and independently of each other, in O(n) memory (partial Fisher-Yates over
+// permutations kept between draws).
+type subsetDrawer struct {
+	r      *rand.Rand
+	pa, pb []int
+	m      int
+}
+
+func newSubsetDrawer(seed uint64, na, nb, m int) *subsetDrawer {
+	d := &subsetDrawer{r: rand.New(rand.NewPCG(seed, 0x6b1d)), pa: make([]int, na), pb: make([]int, nb), m: m}
+	for i := range d.pa {
+		d.pa[i] = i
 	}
-	return subs
+	for i := range d.pb {
+		d.pb[i] = i
+	}
+	return d
+}
+
+// next returns the next subset's indices; they stay valid until the following call.
+func (d *subsetDrawer) next() (ia, ib []int) {
+	for _, p := range [][]int{d.pa, d.pb} {
+		for i := range d.m {
+			j := i + d.r.IntN(len(p)-i)
+			p[i], p[j] = p[j], p[i]
+		}
+	}
+	return d.pa[:d.m], d.pb[:d.m]
 }
 
 // pick copies rows idx of set into dst, row after row.

@@ -224,7 +224,7 @@ func LoadInception(path string) (*Inception, error) {
 	return m, nil
 }
 
-// SaveInception writes the network's state as safetensors, under torchvision's names.
+// Save writes the network's state as safetensors, under torchvision's names.
 func (m *Inception) Save(path string, meta map[string]string) error {
 	tensors := make(map[string]safetensors.Tensor, len(m.order))
 	for _, t := range m.order {

@@ -92,7 +92,8 @@ func Load(path string, m Module) (meta map[string]string, err error) {
 
 // SetState copies tensors (from source, named in errors) into m by state_dict name. Every
 // tensor of m must be present with its shape and no others may be, except BatchNorm's
-// num_batches_tracked counters, which are ignored. On any error m is unchanged.
+// num_batches_tracked counters and the InstanceNorm running statistics of PyTorch < 0.4
+// checkpoints, which are ignored. On any error m is unchanged.
 func SetState(m Module, tensors map[string]safetensors.Tensor, source string) error {
 	named := m.Named()
 	for _, t := range m.State() {
@@ -105,7 +106,9 @@ func SetState(m Module, tensors map[string]safetensors.Tensor, source string) er
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(tensors)) {
-		if _, ok := named[name]; !ok && !strings.HasSuffix(name, ".num_batches_tracked") {
+		// PyTorch < 0.4 saved InstanceNorm running statistics that the network does not have.
+		stale := m.Spec().Norm == Instance && (strings.HasSuffix(name, ".running_mean") || strings.HasSuffix(name, ".running_var"))
+		if _, ok := named[name]; !ok && !stale && !strings.HasSuffix(name, ".num_batches_tracked") {
 			return fmt.Errorf("%s: %w: %q is not in %v (another kind, norm or block count?)", source, ErrUnexpected, name, m.Spec())
 		}
 	}

@@ -197,3 +197,49 @@ for k, v in sd.items():
 		}
 	}
 }
+
+// TestReadPthRefusesHostileFiles: files of a few hundred bytes whose pickle claims storages,
+// shapes or strings of terabytes, expanded views, missing records or negative sizes are
+// refused before anything of that size is allocated (the test would die of exhausted memory).
+func TestReadPthRefusesHostileFiles(t *testing.T) {
+	dir := t.TempDir()
+	torchref.Run(t, fmt.Sprintf(`
+import pickle, io, zipfile, struct, collections, os
+os.chdir(%q)
+class Stor:
+    def __init__(s, key, numel, cls=torch.FloatStorage): s.key, s.numel, s.cls = key, numel, cls
+class T:
+    def __init__(s, stor, off, size, stride): s.a = (stor, off, size, stride, False, collections.OrderedDict())
+    def __reduce__(s): return (torch._utils._rebuild_tensor_v2, s.a)
+class P(pickle.Pickler):
+    def persistent_id(s, o):
+        return ('storage', o.cls, o.key, 'cpu', o.numel) if isinstance(o, Stor) else None
+def zpth(path, stor, size, stride, files):
+    b = io.BytesIO(); P(b, protocol=2).dump(collections.OrderedDict(w=T(stor, 0, size, stride)))
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as z:
+        z.writestr('archive/data.pkl', b.getvalue())
+        for k, v in files.items(): z.writestr('archive/data/' + k, v)
+        z.writestr('archive/version', '3\n')
+one = struct.pack('<f', 1.0)
+zpth('hugestorage.pth', Stor('0', 1 << 40), (1,), (1,), {'0': one})
+zpth('expanded.pth', Stor('0', 1), (1 << 15, 1 << 15), (0, 0), {'0': one})
+zpth('missingdata.pth', Stor('0', 4), (4,), (1,), {})
+zpth('overflow.pth', Stor('0', 1), (1 << 32, 1 << 32, 3), (0, 0, 0), {'0': one})
+zpth('negstorage.pth', Stor('0', -5), (1,), (1,), {'0': one})
+zpth('double64g.pth', Stor('0', 1 << 33, torch.DoubleStorage), (1,), (1,), {'0': struct.pack('<d', 1)})
+with zipfile.ZipFile('hugestr.pth', 'w') as z:
+    z.writestr('archive/data.pkl', b'\x80\x04\x8d' + struct.pack('<Q', 1 << 40) + b'x')
+torch.save({'w': torch.ones(4)}, 'legacy.pth', _use_new_zipfile_serialization=False)
+b = bytearray(open('legacy.pth', 'rb').read())
+b[len(b) - 24:len(b) - 16] = struct.pack('<q', 1 << 40)  # the storage's element count
+open('legacy_huge.pth', 'wb').write(bytes(b))
+`, dir), nil)
+	for _, name := range []string{"hugestorage", "expanded", "missingdata", "overflow", "negstorage", "double64g", "hugestr", "legacy_huge"} {
+		path := filepath.Join(dir, name+".pth")
+		if _, err := ReadPth(path); !errors.Is(err, ErrPth) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: err = %v, want ErrPth naming the file", name, err)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}

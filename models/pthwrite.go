@@ -36,6 +36,10 @@ func WritePth(path string, names []string, tensors map[string]safetensors.Tensor
 		}
 		n := 1
 		for _, d := range t.Shape {
+			if d < 0 || (d > 0 && n > len(t.Data)/d) {
+				n = -1
+				break
+			}
 			n *= d
 		}
 		if n != len(t.Data) {
@@ -91,11 +95,30 @@ func WritePth(path string, names []string, tensors map[string]safetensors.Tensor
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
+	// Into a temporary file beside path, synced, then renamed: a crash leaves any previous
+	// file whole.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	tmp := f.Name()
+	_, err = f.Write(buf.Bytes())
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 func contiguousStrides(shape []int) []int {

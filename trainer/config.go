@@ -274,6 +274,9 @@ func (c Config) Validate() error {
 	default:
 		return bad("--preprocess %q: use resize_and_crop, crop or scale_width_and_crop", c.Preprocess)
 	}
+	if nc := max(c.G.InputNC, c.G.OutputNC, 1); int64(c.BatchSize)*int64(c.LoadSize)*int64(c.LoadSize)*int64(nc) > maxBatchValues {
+		return bad("--batch-size %d of %dx%d images (--load-size): more than %d values a batch; lower one of them", c.BatchSize, c.LoadSize, c.LoadSize, int64(maxBatchValues))
+	}
 	if c.Threads < 0 || c.Threads > maxThreads {
 		return bad("--threads %d: use 0 (all cores) to %d", c.Threads, maxThreads)
 	}
@@ -349,6 +352,8 @@ const (
 	maxSide    = 8192
 	maxThreads = 1024
 	maxParams  = 1_000_000_000
+	// maxBatchValues bounds one batch of images (1 GB of float32): 64 images at 2048 px.
+	maxBatchValues = 1 << 28
 )
 
 // fitsCrop says whether a crop x crop image goes through the network (a generator's sides must

@@ -275,6 +275,7 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{"negative lambda", "--lambda-l1 -5", func(c *Config) { c.LambdaL1 = -5 }},
 		{"huge batch", "--batch-size 1000000", func(c *Config) { c.BatchSize = 1000000 }},
 		{"huge load", "--load-size 100000", func(c *Config) { c.LoadSize = 100000 }},
+		{"huge batch of images", "--batch-size 4096 of 8192x8192", func(c *Config) { c.BatchSize, c.LoadSize, c.CropSize = 4096, 8192, 8192 }},
 		{"negative steps", "--max-steps -1", func(c *Config) { c.MaxSteps = -1 }},
 		{"width beyond bounds", "--netG", func(c *Config) { c.G.NGF = 1 << 31 }},
 		{"too many parameters", "--ngf", func(c *Config) {

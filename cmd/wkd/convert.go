@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"wkd/internal/safetensors"
 	"wkd/models"
@@ -112,7 +111,6 @@ func runConvert(args []string) error {
 		if m, err = models.Build(spec); err != nil {
 			return err
 		}
-		dropStaleInstanceStats(tensors, m)
 		if err := models.SetState(m, tensors, *in); err != nil {
 			return fmt.Errorf("--in does not hold the network of --netG/--netD (%v): %w", spec, err)
 		}
@@ -142,20 +140,6 @@ func runConvert(args []string) error {
 		fmt.Fprintln(os.Stderr, "no architecture recorded (no --netG or --netD): `wkd distill --teacher` will need --teacher-netG and its other flags")
 	}
 	return nil
-}
-
-// dropStaleInstanceStats removes the InstanceNorm running statistics that checkpoints of
-// PyTorch < 0.4 carry and a network without them does not have.
-func dropStaleInstanceStats(tensors map[string]safetensors.Tensor, m models.Module) {
-	if m.Spec().Norm != models.Instance {
-		return
-	}
-	named := m.Named()
-	for name := range tensors {
-		if _, ok := named[name]; !ok && (strings.HasSuffix(name, ".running_mean") || strings.HasSuffix(name, ".running_var")) {
-			delete(tensors, name)
-		}
-	}
 }
 
 func isPthName(path string) bool {

@@ -72,6 +72,11 @@ with torch.no_grad():
 		if _, err := models.Load(st, m); err != nil {
 			t.Fatal(err)
 		}
+		// The .pth itself loads too, stale InstanceNorm statistics and all.
+		direct, _ := models.Build(spec)
+		if _, err := models.Load(pth, direct); err != nil {
+			t.Errorf("%s: the PyTorch file does not load as it is: %v", n.name, err)
+		}
 		y := m.Forward(nil, x, false)
 		if e := torchref.RelErr(y.Data, want[n.name].Data); e > 1e-5 {
 			t.Errorf("%s: converted weights compute %.3g off PyTorch's output", n.name, e)

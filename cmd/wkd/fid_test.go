@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"wkd/data"
+	"wkd/internal/safetensors"
 	"wkd/metrics"
 	"wkd/models"
 	"wkd/ops"
@@ -137,6 +138,30 @@ func TestEvalFIDAndKID(t *testing.T) {
 		if *again.Results[k].FID != *rep.Results[k].FID || *again.Results[k].KID != *rep.Results[k].KID {
 			t.Errorf("%s: FID %v from the cache, %v computed", rep.Results[k].Name, *again.Results[k].FID, *rep.Results[k].FID)
 		}
+	}
+
+	// The cache is what the second run read: features changed in it change the FIDs.
+	tensors, meta, err := safetensors.Read(cached[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range tensors["features"].Data {
+		tensors["features"].Data[i] *= 2
+	}
+	if err := safetensors.WriteFile(cached[0], tensors, meta); err != nil {
+		t.Fatal(err)
+	}
+	tampered := eval(filepath.Join(dir, "r2b"), fidArgs...)
+	if *tampered.Results[0].FID == *rep.Results[0].FID {
+		t.Error("FID unchanged after the cached real features were changed: the cache is not read")
+	}
+	// Other weights do not take those features: a cache entry per weights file.
+	net.InitRandom(5)
+	other := filepath.Join(dir, "other.safetensors")
+	net.Save(other, nil)
+	otherRep := eval(filepath.Join(dir, "r2c"), "--fid-weights", other, "--fid-cache", cache, "--kid-subsets", "4")
+	if n, _ := filepath.Glob(filepath.Join(cache, "real-*.safetensors")); len(n) != 2 || *otherRep.Results[0].FID == *tampered.Results[0].FID {
+		t.Errorf("other weights: %d cache files, FID %v (tampered cache %v)", len(n), *otherRep.Results[0].FID, *tampered.Results[0].FID)
 	}
 
 	none := eval(filepath.Join(dir, "r3"))

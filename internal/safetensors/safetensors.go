@@ -133,8 +133,8 @@ func Decode(b []byte) (map[string]Tensor, map[string]string, error) {
 		}
 		n := 1
 		for _, d := range e.Shape {
-			if d < 0 {
-				return nil, nil, fmt.Errorf("%w: tensor %q has negative dimension", ErrFormat, name)
+			if d < 0 || (d > 0 && n > len(data)/4/d) {
+				return nil, nil, fmt.Errorf("%w: tensor %q has shape %v, more values than the file holds", ErrFormat, name, e.Shape)
 			}
 			n *= d
 		}
