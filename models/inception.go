@@ -194,16 +194,7 @@ var ErrInceptionWeights = errors.New("models: not Inception-v3 FID weights")
 // (fc.*, num_batches_tracked, an auxiliary head) are ignored; a missing or misshapen one is an
 // error naming the file and the tensor.
 func LoadInception(path string) (*Inception, error) {
-	isPth, err := IsPthFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var tensors map[string]safetensors.Tensor
-	if isPth {
-		tensors, err = ReadPth(path)
-	} else {
-		tensors, _, err = safetensors.Read(path)
-	}
+	tensors, _, err := ReadWeights(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading the Inception weights: %w", err)
 	}

@@ -67,20 +67,10 @@ func ArchOf(path string) (spec Spec, ok bool, err error) {
 	return spec, true, nil
 }
 
-// Load reads a file written by Save, or a PyTorch state_dict (.pth, as the reference saves
-// its checkpoints), into m. Every tensor of m must be present with its shape and no others may be, except
-// BatchNorm's num_batches_tracked counters, which are ignored. On any error m is unchanged.
+// Load reads a file written by Save, or a PyTorch state_dict (.pth, as the reference saves its
+// checkpoints), into m, through SetState. On any error m is unchanged.
 func Load(path string, m Module) (meta map[string]string, err error) {
-	isPth, err := IsPthFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var tensors map[string]safetensors.Tensor
-	if isPth {
-		tensors, err = ReadPth(path)
-	} else {
-		tensors, meta, err = safetensors.Read(path)
-	}
+	tensors, meta, err := ReadWeights(path)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +78,20 @@ func Load(path string, m Module) (meta map[string]string, err error) {
 		return nil, err
 	}
 	return meta, nil
+}
+
+// ReadWeights reads the tensors of a safetensors file (with its metadata) or of a torch.save'd
+// state_dict (no metadata), telling them apart by their first bytes.
+func ReadWeights(path string) (map[string]safetensors.Tensor, map[string]string, error) {
+	isPth, err := IsPthFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if isPth {
+		tensors, err := ReadPth(path)
+		return tensors, nil, err
+	}
+	return safetensors.Read(path)
 }
 
 // SetState copies tensors (from source, named in errors) into m by state_dict name. Every
