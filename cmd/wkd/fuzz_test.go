@@ -147,7 +147,7 @@ var evalFixture struct {
 // panic.
 func FuzzEvalAndTranslateFlags(f *testing.F) {
 	evalNames := []string{"max-images", "speed-size", "speed-reps", "samples", "levels", "fid-batch", "kid-subsets", "kid-subset-size", "names"}
-	translateNames := []string{"netG", "ngf", "norm", "n-blocks", "num-downs", "input-nc", "output-nc", "G", "device"}
+	translateNames := []string{"netG", "ngf", "norm", "n-blocks", "num-downs", "input-nc", "output-nc", "G", "device", "aligned", "direction"}
 	f.Cleanup(func() {
 		if evalFixture.dir != "" {
 			os.RemoveAll(evalFixture.dir)

@@ -110,3 +110,59 @@ func TestReferenceOptionsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestTranslateInputs: one file or a folder; A|B pairs split by --aligned and --direction;
+// never writing over the inputs.
+func TestTranslateInputs(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "toy")
+	writeDistinctTestSet(t, root, 2, 32) // 64x32 A|B pairs
+	run := filepath.Join(dir, "run")
+	writeRun(t, run, root, 4, 1)
+	pairs := filepath.Join(root, "test")
+	before, _ := os.ReadFile(filepath.Join(pairs, "a.png"))
+
+	if err := runTranslate([]string{"--run", run, "--input", pairs, "--out", pairs}); err == nil || !strings.Contains(err.Error(), "overwrite") {
+		t.Errorf("--out equal to --input: err = %v, want a refusal", err)
+	}
+	if err := runTranslate([]string{"--run", run, "--input", pairs, "--out", pairs + "/"}); err == nil {
+		t.Error("--out naming --input with a trailing slash: no error")
+	}
+	if after, _ := os.ReadFile(filepath.Join(pairs, "a.png")); string(after) != string(before) {
+		t.Fatal("an input image changed")
+	}
+
+	sides := map[string][]byte{}
+	for _, d := range []string{"AtoB", "BtoA"} {
+		out := filepath.Join(dir, d)
+		if err := runTranslate([]string{"--run", run, "--input", pairs, "--out", out, "--aligned", "--direction", d}); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(filepath.Join(out, "a.png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil || img.Bounds().Dx() != 32 || img.Bounds().Dy() != 32 {
+			t.Fatalf("%s: output %v (%v), want 32x32 from the 64x32 pair's half", d, img.Bounds(), err)
+		}
+		sides[d], _ = os.ReadFile(filepath.Join(out, "a.png"))
+	}
+	if string(sides["AtoB"]) == string(sides["BtoA"]) {
+		t.Error("--direction AtoB and BtoA translated the same half")
+	}
+
+	one := filepath.Join(dir, "one")
+	if err := runTranslate([]string{"--run", run, "--input", filepath.Join(pairs, "b.png"), "--out", one, "--aligned"}); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(one); len(ents) != 1 || ents[0].Name() != "b.png" {
+		t.Errorf("a single --input file gave %v", ents)
+	}
+	odd := filepath.Join(dir, "odd")
+	writeSquares(t, odd, 1, 33, 32)
+	if err := runTranslate([]string{"--run", run, "--input", odd, "--out", filepath.Join(dir, "o"), "--aligned"}); err == nil || !strings.Contains(err.Error(), "0.png") {
+		t.Errorf("--aligned on a 33 px wide image: err = %v, want one naming the file", err)
+	}
+}

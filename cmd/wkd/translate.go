@@ -36,14 +36,30 @@ func runTranslate(args []string) error {
 	fs.IntVar(&spec.NumDowns, "num-downs", 8, "downsamplings with --netG unet")
 	fs.IntVar(&spec.InputNC, "input-nc", 3, "input channels with --weights")
 	fs.IntVar(&spec.OutputNC, "output-nc", 3, "output channels with --weights")
-	in := fs.String("input", "", "folder of PNG or JPEG images to translate")
-	out := fs.String("out", "translated", "folder for the outputs (PNG, same names)")
+	in := fs.String("input", "", "a PNG or JPEG image, or a folder of them, to translate")
+	out := fs.String("out", "translated", "folder for the outputs (PNG, same names); never --input's folder")
+	aligned := fs.Bool("aligned", false, "the images are A|B pairs side by side, as pix2pix datasets store them: translate one half")
+	direction := fs.String("direction", "AtoB", "with --aligned: AtoB translates the left half, BtoA the right")
 	device := fs.String("device", trainer.DeviceCPU, "cpu|cuda: where the generator runs; cuda (GPU 0) needs a binary built with -tags cuda")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *in == "" {
-		return errors.New("--input: the folder of images to translate is required")
+		return errors.New("--input: the image or folder of images to translate is required")
+	}
+	if *direction != "AtoB" && *direction != "BtoA" {
+		return fmt.Errorf("--direction %q: use AtoB or BtoA", *direction)
+	}
+	files, err := imageFiles(*in)
+	if err != nil {
+		return err
+	}
+	// The outputs are PNGs named after the inputs: in the inputs' folder they would replace
+	// the images themselves.
+	for _, f := range files {
+		if sameDir(filepath.Dir(f), *out) {
+			return fmt.Errorf("--out %s holds the input images: translations would overwrite them; write them to another folder, such as --out translated", *out)
+		}
 	}
 	dev, err := trainer.OpenDevice(*device)
 	if err != nil {
@@ -88,17 +104,19 @@ func runTranslate(args []string) error {
 		tp = ops.NewTape()
 		tp.SetNoGrad(true)
 	}
-	files, err := imageFiles(*in)
-	if err != nil {
-		return err
-	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	for _, f := range files {
+	progress := progressLine("translating")
+	for i, f := range files {
 		x, err := readImage(f, spec.InputNC)
 		if err != nil {
 			return err
+		}
+		if *aligned {
+			if x, err = halfOf(x, *direction == "BtoA"); err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
 		}
 		if _, err := models.CountMACs(spec, x.Shape[2], x.Shape[3]); err != nil {
 			return fmt.Errorf("%s: %w (resize it, or train at a size that fits)", f, err)
@@ -120,13 +138,25 @@ func runTranslate(args []string) error {
 		if err := writeImage(filepath.Join(*out, name), y); err != nil {
 			return err
 		}
+		progress(i+1, len(files))
 	}
 	fmt.Fprintf(os.Stderr, "translated %d images from %s into %s\n", len(files), *in, *out)
 	return nil
 }
 
-// imageFiles lists the PNG and JPEG files of a folder, sorted.
+// imageFiles lists the PNG and JPEG files of a folder, sorted, or names the one file given.
 func imageFiles(dir string) ([]string, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("--input: %w", err)
+	}
+	if !st.IsDir() {
+		switch strings.ToLower(filepath.Ext(dir)) {
+		case ".png", ".jpg", ".jpeg":
+			return []string{dir}, nil
+		}
+		return nil, fmt.Errorf("--input %s: not a .png or .jpg image, nor a folder of them", dir)
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("--input: %w", err)
@@ -143,6 +173,35 @@ func imageFiles(dir string) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// sameDir reports whether two paths name the same folder (either may not exist yet).
+func sameDir(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	if errA == nil && errB == nil {
+		return os.SameFile(sa, sb)
+	}
+	return filepath.Clean(abs(a)) == filepath.Clean(abs(b))
+}
+
+// halfOf is the left (A) or right (B) half of an A|B pair (1, C, H, 2W).
+func halfOf(x *ops.Tensor, right bool) (*ops.Tensor, error) {
+	_, c, h, w := x.NCHW()
+	if w%2 != 0 || w < 2 {
+		return nil, fmt.Errorf("--aligned: %d px wide, not two halves side by side", w)
+	}
+	half := ops.New(1, c, h, w/2)
+	off := 0
+	if right {
+		off = w / 2
+	}
+	for ch := range c {
+		for y := range h {
+			copy(half.Data[(ch*h+y)*(w/2):(ch*h+y+1)*(w/2)], x.Data[(ch*h+y)*w+off:(ch*h+y)*w+off+w/2])
+		}
+	}
+	return half, nil
 }
 
 // readImage decodes an image into (1, nc, H, W) in [-1, 1].
