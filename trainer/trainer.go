@@ -320,6 +320,16 @@ func (t *Trainer) Run(ctx context.Context) error {
 					return errors.Join(err, cerr)
 				}
 			}
+			// A bad image deep in the dataset: keep what was trained up to it, then say which
+			// file and how to go on.
+			if t.world.Rank == 0 && (errors.Is(err, data.ErrCorruptImage) || errors.Is(err, data.ErrBadSize) || errors.Is(err, data.ErrSizeMismatch)) {
+				if t.lastCheckpointedStep != t.step {
+					if cerr := t.checkpoint(); cerr != nil {
+						return errors.Join(err, cerr)
+					}
+				}
+				return fmt.Errorf("%w\nsteps up to %d are saved in %s: fix or remove that image, then continue with --resume", err, t.step, t.cfg.Dir)
+			}
 			return err
 		}
 	}

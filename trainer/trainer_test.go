@@ -489,3 +489,31 @@ func TestDirectionAndPreprocessReachTheData(t *testing.T) {
 		t.Errorf("--preprocess scale_width: err = %v", err)
 	}
 }
+
+// TestCorruptImageKeepsTheSteps: an image that cannot be decoded, met in the middle of an
+// epoch, stops the run with an error naming it and --resume, after a checkpoint of the last
+// completed step.
+func TestCorruptImageKeepsTheSteps(t *testing.T) {
+	data := writeAligned(t, 8, 32)
+	bad := filepath.Join(data, "train", "005.png")
+	b, _ := os.ReadFile(bad)
+	os.WriteFile(bad, b[:len(b)/2], 0o644)
+	cfg := tinyPix2Pix(data, t.TempDir())
+	cfg.BatchSize, cfg.CheckpointEvery = 1, 1000
+	tr, err := New(cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	err = tr.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "005.png") || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("err = %v, want one naming 005.png and --resume", err)
+	}
+	if tr.Step() == 0 {
+		t.Fatal("premise: the corrupt image came first; pick another")
+	}
+	ckpt, _ := LatestCheckpoint(cfg.Dir)
+	if filepath.Base(ckpt) != fmt.Sprintf("step-%08d.safetensors", tr.Step()) {
+		t.Errorf("newest checkpoint %q, want one of step %d", ckpt, tr.Step())
+	}
+}
