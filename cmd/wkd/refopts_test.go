@@ -166,3 +166,12 @@ func TestTranslateInputs(t *testing.T) {
 		t.Errorf("--aligned on a 33 px wide image: err = %v, want one naming the file", err)
 	}
 }
+
+func TestDidYouMean(t *testing.T) {
+	for in, want := range map[string]string{"trian": "train", "distil": "distill", "evl": "eval", "convet": "convert", "zzzzzzzz": ""} {
+		got := didYouMean(in)
+		if (want == "") != (got == "") || (want != "" && !strings.Contains(got, `"`+want+`"`)) {
+			t.Errorf("didYouMean(%q) = %q, want a hint of %q", in, got, want)
+		}
+	}
+}
