@@ -50,6 +50,13 @@ func runTranslate(args []string) error {
 	if *direction != "AtoB" && *direction != "BtoA" {
 		return fmt.Errorf("--direction %q: use AtoB or BtoA", *direction)
 	}
+	dev, err := trainer.OpenDevice(*device)
+	if err != nil {
+		return err
+	}
+	if dev != nil {
+		defer dev.Close()
+	}
 	files, err := imageFiles(*in)
 	if err != nil {
 		return err
@@ -60,13 +67,6 @@ func runTranslate(args []string) error {
 		if sameDir(filepath.Dir(f), *out) {
 			return fmt.Errorf("--out %s holds the input images: translations would overwrite them; write them to another folder, such as --out translated", *out)
 		}
-	}
-	dev, err := trainer.OpenDevice(*device)
-	if err != nil {
-		return err
-	}
-	if dev != nil {
-		defer dev.Close()
 	}
 	var path string
 	switch {
