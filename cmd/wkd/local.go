@@ -61,6 +61,9 @@ func runLocalCluster(job string, args []string, n int, cfg trainer.Config) error
 		return err
 	}
 	rest := dropFlag(args, "local-nodes", true)
+	// A node's --name is the node's: the reference's run name becomes the run folder itself.
+	rest = dropFlag(dropFlag(rest, "name", true), "checkpoints_dir", true)
+	rest = append(rest, "--out", cfg.Dir)
 	fmt.Fprintf(os.Stderr, "local cluster: NATS at %s, %d nodes on %s\n", srv.ClientURL(), n, strings.Join(seeds, ","))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
