@@ -122,7 +122,7 @@ func TestAdamMatchesTorch(t *testing.T) {
 	if opt.StepCount() != 5 || opt.GroupLR(0) != 1e-4 || opt.GroupLR(1) != 5e-4 {
 		t.Errorf("StepCount %d, group lrs %v %v; want 5, 1e-4, 5e-4", opt.StepCount(), opt.GroupLR(0), opt.GroupLR(1))
 	}
-	// The parameters after every step, as the issue asks (norm-wise relative error <= 1e-6).
+	// The parameters after every step (norm-wise relative error <= 1e-6).
 	worst := torchref.Compare(t, 1e-6, params, want)
 	t.Logf("parameters after each of 5 steps: worst relative error %.3g", worst)
 	// The updates alone, a far stricter view: they are ~1e-3 of the parameters.
