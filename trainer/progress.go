@@ -4,11 +4,18 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 )
 
-// progress draws a one-line bar: steps, epoch, the first losses, images/s and time left.
+// progressWidth bounds the bar's line to fit an 80-column terminal.
+const progressWidth = 79
+
+// progress draws a one-line bar: steps, epoch, the first losses, images/s and time left. Log
+// lines written through around share the terminal with it without mixing into it.
 type progress struct {
+	mu        sync.Mutex
+	line      string // the bar as last drawn; "" when none is on screen
 	w         io.Writer
 	total     int64
 	first     int64
@@ -43,14 +50,53 @@ func (p *progress) update(r StepReport) {
 		left := time.Duration(float64(now.Sub(p.started)) / float64(done) * float64(p.total-r.Step))
 		eta = left.Round(time.Second).String()
 	}
-	var losses strings.Builder
-	for i, l := range r.Losses {
-		if i == 4 {
+	// The losses that fit: a wrapped line could not be cleared and drawn over.
+	head := fmt.Sprintf("[%s] %d/%d ep %d", bar, r.Step, p.total, r.Epoch+1)
+	tail := fmt.Sprintf(" | %.1f img/s | ETA %s", p.imgPerSec, eta)
+	for _, l := range r.Losses {
+		next := fmt.Sprintf(" %s %.3f", l.Name, l.Value)
+		if len(head)+len(next)+len(tail) > progressWidth {
 			break
 		}
-		fmt.Fprintf(&losses, " %s %.3f", l.Name, l.Value)
+		head += next
 	}
-	fmt.Fprintf(p.w, "\r[%s] %d/%d ep %d%s | %.1f img/s | ETA %s   ", bar, r.Step, p.total, r.Epoch+1, losses.String(), p.imgPerSec, eta)
+	line := head + tail
+	if len(line) > progressWidth {
+		line = line[:progressWidth]
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.line = "\r" + line + "\033[K"
+	io.WriteString(p.w, p.line)
 }
 
-func (p *progress) finish() { fmt.Fprintln(p.w) }
+func (p *progress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.line != "" {
+		fmt.Fprintln(p.w)
+		p.line = ""
+	}
+}
+
+// around returns a writer for log lines on the bar's terminal: each write first clears the
+// bar's line, and the bar is drawn again below the lines written.
+func (p *progress) around(w io.Writer) io.Writer { return progressLog{p, w} }
+
+type progressLog struct {
+	p *progress
+	w io.Writer
+}
+
+func (l progressLog) Write(b []byte) (int, error) {
+	l.p.mu.Lock()
+	defer l.p.mu.Unlock()
+	if l.p.line != "" {
+		io.WriteString(l.p.w, "\r\033[K")
+	}
+	n, err := l.w.Write(b)
+	if l.p.line != "" {
+		io.WriteString(l.p.w, l.p.line)
+	}
+	return n, err
+}

@@ -252,6 +252,9 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 	if logOut == nil {
 		logOut = io.Discard
 	}
+	if t.progress != nil {
+		logOut = t.progress.around(logOut)
+	}
 	t.log = zerolog.New(zerolog.MultiLevelWriter(logOut, f)).With().Timestamp().Fields(t.logFields).Logger()
 	return t, nil
 }
@@ -493,7 +496,8 @@ func (t *Trainer) syncGrads(params []*ops.Tensor, rep *StepReport) error {
 }
 
 // syncBuffers averages BatchNorm running statistics over the world, so replicas stay
-// identical; each replica normalized with its own share's batch statistics (see README).
+// identical; each replica normalized with its own share's batch statistics (docs/cluster.md,
+// "Batch norm across nodes").
 func (t *Trainer) syncBuffers(rep *StepReport) error {
 	if t.world.Sync == nil || t.world.Size == 1 {
 		return nil
