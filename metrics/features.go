@@ -421,11 +421,11 @@ func (c TrainConfig) Validate() error {
 	case c.Epochs < 1:
 		return fmt.Errorf("--epochs %d: want at least 1", c.Epochs)
 	case c.Batch < 1:
-		return fmt.Errorf("--batch %d: want at least 1", c.Batch)
+		return fmt.Errorf("--batch-size %d: want at least 1", c.Batch)
 	case c.Data == "" && c.Samples < c.Batch:
-		return fmt.Errorf("--samples %d: want at least --batch (%d)", c.Samples, c.Batch)
+		return fmt.Errorf("--max-samples %d: want at least --batch-size (%d)", c.Samples, c.Batch)
 	case c.Data != "" && (c.Samples < 0 || (c.Samples > 0 && c.Samples < c.Batch)):
-		return fmt.Errorf("--samples %d: want at least --batch (%d), or 0 for every training image", c.Samples, c.Batch)
+		return fmt.Errorf("--max-samples %d: want at least --batch-size (%d), or 0 for every training image", c.Samples, c.Batch)
 	case !(c.LR > 0):
 		return fmt.Errorf("--lr %g: want a positive rate", c.LR)
 	}
@@ -486,7 +486,7 @@ func TrainFeatureNet(cfg TrainConfig, progress io.Writer) (*FeatureNet, float64,
 			return nil, 0, err
 		}
 		if train.len() < cfg.Batch {
-			return nil, 0, fmt.Errorf("--batch %d: %s has only %d training images", cfg.Batch, cfg.Data, train.len())
+			return nil, 0, fmt.Errorf("--batch-size %d: %s has only %d training images", cfg.Batch, cfg.Data, train.len())
 		}
 	}
 	n, err := NewFeatureNetFor(spec, cfg.Seed)

@@ -329,8 +329,8 @@ func TestImageFolderErrors(t *testing.T) {
 	}{
 		{func(c *TrainConfig) { c.Size = 48 }, "--size"},
 		{func(c *TrainConfig) { c.Channels = 2 }, "--channels"},
-		{func(c *TrainConfig) { c.Batch = 100 }, "--batch"},
-		{func(c *TrainConfig) { c.Samples = 1 }, "--samples"},
+		{func(c *TrainConfig) { c.Batch = 100 }, "--batch-size"},
+		{func(c *TrainConfig) { c.Samples = 1 }, "--max-samples"},
 		{func(c *TrainConfig) { c.Epochs = 0 }, "--epochs"},
 	} {
 		c := DefaultTextureTrainConfig(good)

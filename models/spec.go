@@ -93,6 +93,9 @@ func ParseKind(s string) (Kind, error) {
 	return 0, fmt.Errorf("%w: unknown network kind %q; use one of %s", ErrSpec, s, KindNames())
 }
 
+// Type names the flag's value in help (pflag.Value).
+func (k *Kind) Type() string { return "name" }
+
 // Set makes *Kind a flag.Value.
 func (k *Kind) Set(s string) error {
 	v, err := ParseKind(s)
@@ -142,6 +145,9 @@ func ParseNorm(s string) (Norm, error) {
 	}
 	return 0, fmt.Errorf("%w: unknown norm %q; use one of %s", ErrSpec, s, NormNames())
 }
+
+// Type names the flag's value in help (pflag.Value).
+func (n *Norm) Type() string { return "name" }
 
 // Set makes *Norm a flag.Value.
 func (n *Norm) Set(s string) error {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's results for one dataset: one teacher, then students of one width with no KD,
+# docs/results.md for one dataset: one teacher, then students of one width with no KD,
 # pixel KD, wavelet KD (L1, the paper's distance) and wavelet KD (MSE, the authors' code's) for
 # every seed, each evaluated on the test set at its final epoch; an alpha sweep of pixel and
 # wavelet KD at the first seed; `wkd summarize` for mean ± sd, paired bootstrap intervals of
@@ -113,7 +113,7 @@ evaluate() { # evaluate OUT-FOLDER RUN...
   local dir=$1
   shift
   "$wkd" eval --runs "$(IFS=,; echo "$*")" --names "$(IFS=,; echo "${names[*]}")" \
-    --features "$features" --out "$dir" --speed-size 256 --max-images 200
+    --features "$features" --out "$dir" --speed-size 256 --max-samples 200
 }
 reports=()
 for seed in $seeds; do

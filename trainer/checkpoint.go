@@ -357,6 +357,7 @@ func (t *Trainer) loadTeachers() error {
 		return fmt.Errorf("--teacher: %w", err)
 	}
 	spec := t.cfg.TeacherG
+	fromFlags := spec.Kind != 0 && !st.IsDir()
 	files := map[string]string{}
 	if st.IsDir() {
 		tc, err := LoadConfig(path)
@@ -403,6 +404,10 @@ func (t *Trainer) loadTeachers() error {
 			return nil, err
 		}
 		if _, err := models.Load(file, m); err != nil {
+			if fromFlags && (errors.Is(err, models.ErrMissing) || errors.Is(err, models.ErrShape)) {
+				// The network was described by flags, which may not be the file's.
+				return nil, fmt.Errorf("--teacher: %w; are --teacher-netG, --teacher-ngf, --teacher-norm (default: --norm), --teacher-n-blocks, --teacher-num-downs and --teacher-no-dropout those of the file?", err)
+			}
 			return nil, fmt.Errorf("--teacher: %w", err)
 		}
 		for _, p := range m.Params() {

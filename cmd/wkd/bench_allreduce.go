@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -22,12 +21,16 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/spf13/pflag"
 
 	"wkd/allreduce"
 )
 
 func init() {
-	register(command{name: "bench-allreduce", summary: "measure the ring all-reduce over NATS against raw NATS and TCP", run: runBenchAllreduce})
+	register(command{name: "bench-allreduce", summary: "measure the ring all-reduce over NATS against raw NATS and TCP", group: groupBench,
+		long: "Starts a nats-server on loopback, runs the all-reduce in separate processes for each\n" +
+			"world size and buffer size, and compares its bus bandwidth with raw NATS pub-sub.",
+		flags: benchAllreduceFlags})
 }
 
 // arBenchOpts are the flags of bench-allreduce; the worker ones are hidden from help.
@@ -43,9 +46,8 @@ type arBenchOpts struct {
 
 const arBenchMaxPayload = 8 << 20 // lets raw NATS send 1 MiB messages and chunks up to the limit
 
-func runBenchAllreduce(args []string) error {
+func benchAllreduceFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 	var o arBenchOpts
-	fs := flag.NewFlagSet("bench-allreduce", flag.ContinueOnError)
 	nodes := fs.String("nodes", "2,3,4", "comma-separated world sizes; each rank is a separate process")
 	sizes := fs.String("sizes", "1,16,64", "comma-separated buffer sizes in MiB")
 	fs.IntVar(&o.reps, "reps", 5, "timed repetitions per (nodes, size); the median is reported")
@@ -59,53 +61,41 @@ func runBenchAllreduce(args []string) error {
 	fs.StringVar(&o.token, "worker-token", "", "internal: NATS token")
 	fs.IntVar(&o.rank, "worker-rank", 0, "internal: rank")
 	fs.IntVar(&o.size, "worker-size", 0, "internal: world size")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: wkd bench-allreduce [flags]\n\nStarts a nats-server on loopback, runs the all-reduce in separate processes for each\nworld size and buffer size, and compares its bus bandwidth with raw NATS pub-sub.\n\nFlags:\n")
-		fs.VisitAll(func(f *flag.Flag) {
-			if !strings.HasPrefix(f.Name, "worker") {
-				fmt.Fprintf(fs.Output(), "  -%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
-			}
-		})
+	for _, n := range []string{"worker", "worker-url", "worker-token", "worker-rank", "worker-size"} {
+		fs.Lookup(n).Hidden = true
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+	return func(args []string) error {
+		var err error
+		if o.nodes, err = arParseInts(*nodes, 1, 64); err != nil {
+			return fmt.Errorf("--nodes: %w", err)
 		}
-		return err
+		if o.sizes, err = arParseInts(*sizes, 1, 4096); err != nil {
+			return fmt.Errorf("--sizes: %w", err)
+		}
+		switch {
+		case o.reps < 1:
+			return fmt.Errorf("--reps %d: need at least 1", o.reps)
+		case o.warmup < 0:
+			return fmt.Errorf("--warmup %d: must not be negative", o.warmup)
+		case o.chunk < 4 || o.chunk%4 != 0 || o.chunk > allreduce.MaxChunkBytes:
+			return fmt.Errorf("--chunk %d: a multiple of 4 in [4, %d]", o.chunk, allreduce.MaxChunkBytes)
+		case o.rawMiB < 1:
+			return fmt.Errorf("--raw-mib %d: need at least 1", o.rawMiB)
+		case o.rawMsgKiB < 1 || o.rawMsgKiB > 1024:
+			return fmt.Errorf("--raw-msg-kib %d: must be in [1, 1024]", o.rawMsgKiB)
+		}
+		switch o.worker {
+		case "":
+			return arBenchMain(o)
+		case "ar":
+			return arWorkerAllreduce(o)
+		case "pub":
+			return arWorkerPub(o)
+		case "sub":
+			return arWorkerSub(o)
+		}
+		return fmt.Errorf("--worker %q: want ar, pub or sub", o.worker)
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q: bench-allreduce takes flags only", fs.Arg(0))
-	}
-	var err error
-	if o.nodes, err = arParseInts(*nodes, 1, 64); err != nil {
-		return fmt.Errorf("flag -nodes: %w", err)
-	}
-	if o.sizes, err = arParseInts(*sizes, 1, 4096); err != nil {
-		return fmt.Errorf("flag -sizes: %w", err)
-	}
-	switch {
-	case o.reps < 1:
-		return fmt.Errorf("flag -reps %d: need at least 1", o.reps)
-	case o.warmup < 0:
-		return fmt.Errorf("flag -warmup %d: must not be negative", o.warmup)
-	case o.chunk < 4 || o.chunk%4 != 0 || o.chunk > allreduce.MaxChunkBytes:
-		return fmt.Errorf("flag -chunk %d: a multiple of 4 in [4, %d]", o.chunk, allreduce.MaxChunkBytes)
-	case o.rawMiB < 1:
-		return fmt.Errorf("flag -raw-mib %d: need at least 1", o.rawMiB)
-	case o.rawMsgKiB < 1 || o.rawMsgKiB > 1024:
-		return fmt.Errorf("flag -raw-msg-kib %d: must be in [1, 1024]", o.rawMsgKiB)
-	}
-	switch o.worker {
-	case "":
-		return arBenchMain(o)
-	case "ar":
-		return arWorkerAllreduce(o)
-	case "pub":
-		return arWorkerPub(o)
-	case "sub":
-		return arWorkerSub(o)
-	}
-	return fmt.Errorf("flag -worker %q: want ar, pub or sub", o.worker)
 }
 
 func arParseInts(s string, lo, hi int) ([]int, error) {
@@ -251,10 +241,10 @@ func arBenchMain(o arBenchOpts) error {
 }
 
 func arWorkerArgs(o arBenchOpts, kind string, rank, size int) []string {
-	return []string{"bench-allreduce", "-worker", kind, "-worker-url", o.url, "-worker-token", o.token,
-		"-worker-rank", strconv.Itoa(rank), "-worker-size", strconv.Itoa(size),
-		"-sizes", arJoinInts(o.sizes), "-reps", strconv.Itoa(o.reps), "-warmup", strconv.Itoa(o.warmup),
-		"-chunk", strconv.Itoa(o.chunk), "-raw-mib", strconv.Itoa(o.rawMiB), "-raw-msg-kib", strconv.Itoa(o.rawMsgKiB)}
+	return []string{"bench-allreduce", "--worker", kind, "--worker-url", o.url, "--worker-token", o.token,
+		"--worker-rank", strconv.Itoa(rank), "--worker-size", strconv.Itoa(size),
+		"--sizes", arJoinInts(o.sizes), "--reps", strconv.Itoa(o.reps), "--warmup", strconv.Itoa(o.warmup),
+		"--chunk", strconv.Itoa(o.chunk), "--raw-mib", strconv.Itoa(o.rawMiB), "--raw-msg-kib", strconv.Itoa(o.rawMsgKiB)}
 }
 
 func arJoinInts(v []int) string {

@@ -3,7 +3,6 @@ package main
 import (
 	_ "embed"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"wkd/internal/torchnets"
 	"wkd/models"
 	"wkd/ops"
@@ -23,7 +24,7 @@ import (
 var benchEnginePy string
 
 func init() {
-	register(command{name: "bench-engine", summary: "time a GAN training step in wkd and in PyTorch CPU; print the ratio", run: runBenchEngine})
+	register(command{name: "bench-engine", summary: "time a GAN training step in wkd and in PyTorch CPU; print the ratio", group: groupBench, flags: benchEngineCmd})
 }
 
 type benchEngineFlags struct {
@@ -37,88 +38,87 @@ type benchEngineFlags struct {
 	python  string
 }
 
-func runBenchEngine(args []string) error {
+func benchEngineCmd(fs *pflag.FlagSet, _ []string) func([]string) error {
 	var f benchEngineFlags
-	fs := flag.NewFlagSet("bench-engine", flag.ContinueOnError)
 	fs.StringVar(&f.ngfs, "ngf", "16,64", "generator widths to time, comma separated")
 	fs.IntVar(&f.ndf, "ndf", 64, "PatchGAN width")
 	fs.IntVar(&f.size, "size", 128, "image height and width")
-	fs.IntVar(&f.batch, "batch", 1, "batch size")
+	fs.IntVar(&f.batch, "batch-size", 1, "batch size")
+	renamed(fs, "batch", "batch-size")
 	fs.IntVar(&f.threads, "threads", runtime.NumCPU(), "threads for both wkd and PyTorch")
 	fs.IntVar(&f.warmup, "warmup", 2, "untimed steps before timing")
 	fs.IntVar(&f.reps, "reps", 5, "timed steps; medians are reported")
 	fs.StringVar(&f.python, "python", "/usr/bin/python3", "Python interpreter with torch (Debian's python3-torch)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	var ngfs []int
-	for _, s := range strings.Split(f.ngfs, ",") {
-		var g int
-		if _, err := fmt.Sscan(s, &g); err != nil || g <= 0 {
-			return fmt.Errorf("--ngf: %q is not a positive width", s)
+	return func(args []string) error {
+		var ngfs []int
+		for _, s := range strings.Split(f.ngfs, ",") {
+			var g int
+			if _, err := fmt.Sscan(s, &g); err != nil || g <= 0 {
+				return fmt.Errorf("--ngf: %q is not a positive width", s)
+			}
+			ngfs = append(ngfs, g)
 		}
-		ngfs = append(ngfs, g)
-	}
-	if f.size < 16 || f.size%4 != 0 {
-		return fmt.Errorf("--size %d: must be a multiple of 4, at least 16", f.size)
-	}
-	if f.reps < 1 || f.batch < 1 || f.threads < 1 {
-		return fmt.Errorf("--reps, --batch and --threads must be at least 1")
-	}
-	ops.SetThreads(f.threads)
-	gemmSizes := [][3]int{{256, 256, 256}, {512, 512, 512}, {64, 16384, 576}}
-
-	fmt.Printf("wkd bench-engine: ResNet-9 generator + 70x70 PatchGAN (ndf %d), %dx%d, batch %d, %d threads\n",
-		f.ndf, f.size, f.size, f.batch, f.threads)
-	fmt.Println("step = G forward, D on fake, LSGAN + 100*L1, backward, Adam; then D on real and fake, backward, Adam")
-
-	// PyTorch first, in its own process, so the two never share the cores.
-	req, _ := json.Marshal(map[string]any{"ngfs": ngfs, "ndf": f.ndf, "size": f.size, "batch": f.batch,
-		"threads": f.threads, "warmup": f.warmup, "reps": f.reps, "gemm": gemmSizes})
-	tmp, err := os.CreateTemp("", "wkd-bench-*.py")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	tmp.WriteString(torchnets.Nets + "\n" + benchEnginePy)
-	tmp.Close()
-	fmt.Printf("timing PyTorch (%s)...\n", f.python)
-	out, err := exec.Command(f.python, tmp.Name(), string(req)).Output()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			return fmt.Errorf("PyTorch side failed (install Debian's python3-torch or pass --python): %v\n%s", err, ee.Stderr)
+		if f.size < 16 || f.size%4 != 0 {
+			return fmt.Errorf("--size %d: must be a multiple of 4, at least 16", f.size)
 		}
-		return fmt.Errorf("PyTorch side: %v (install Debian's python3-torch or pass --python)", err)
-	}
-	var torchRes struct {
-		Steps   map[string][]float64 `json:"steps"`
-		Gemm    map[string]float64   `json:"gemm"`
-		Version string               `json:"torch"`
-		Threads int                  `json:"threads"`
-	}
-	if err := json.Unmarshal(out, &torchRes); err != nil {
-		return fmt.Errorf("PyTorch side printed no result: %v\n%s", err, out)
-	}
+		if f.reps < 1 || f.batch < 1 || f.threads < 1 {
+			return fmt.Errorf("--reps, --batch-size and --threads must be at least 1")
+		}
+		ops.SetThreads(f.threads)
+		gemmSizes := [][3]int{{256, 256, 256}, {512, 512, 512}, {64, 16384, 576}}
 
-	fmt.Printf("\nSGEMM (GFLOP/s, median of 5)     wkd     torch %s\n", torchRes.Version)
-	for _, s := range gemmSizes {
-		m, n, k := s[0], s[1], s[2]
-		key := fmt.Sprintf("%dx%dx%d", m, n, k)
-		fmt.Printf("  m=%-5d n=%-6d k=%-5d       %7.1f   %7.1f\n", m, n, k, ops.SgemmGFLOPS(m, n, k, 5), torchRes.Gemm[key])
-	}
+		fmt.Printf("wkd bench-engine: ResNet-9 generator + 70x70 PatchGAN (ndf %d), %dx%d, batch %d, %d threads\n",
+			f.ndf, f.size, f.size, f.batch, f.threads)
+		fmt.Println("step = G forward, D on fake, LSGAN + 100*L1, backward, Adam; then D on real and fake, backward, Adam")
 
-	fmt.Printf("\n%-6s %14s %14s %12s %12s %8s\n", "ngf", "wkd step (ms)", "torch (ms)", "wkd img/s", "torch img/s", "ratio")
-	minRatio := math.Inf(1)
-	for _, g := range ngfs {
-		times := timeWKDStep(g, f)
-		w := median(times)
-		tt := median(torchRes.Steps[fmt.Sprint(g)])
-		ratio := tt / w // throughput ratio wkd/PyTorch
-		minRatio = math.Min(minRatio, ratio)
-		fmt.Printf("%-6d %14.1f %14.1f %12.2f %12.2f %8.3f\n", g, 1e3*w, 1e3*tt, float64(f.batch)/w, float64(f.batch)/tt, ratio)
+		// PyTorch first, in its own process, so the two never share the cores.
+		req, _ := json.Marshal(map[string]any{"ngfs": ngfs, "ndf": f.ndf, "size": f.size, "batch": f.batch,
+			"threads": f.threads, "warmup": f.warmup, "reps": f.reps, "gemm": gemmSizes})
+		tmp, err := os.CreateTemp("", "wkd-bench-*.py")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(tmp.Name())
+		tmp.WriteString(torchnets.Nets + "\n" + benchEnginePy)
+		tmp.Close()
+		fmt.Printf("timing PyTorch (%s)...\n", f.python)
+		out, err := exec.Command(f.python, tmp.Name(), string(req)).Output()
+		if err != nil {
+			if ee, ok := err.(*exec.ExitError); ok {
+				return fmt.Errorf("PyTorch side failed (install Debian's python3-torch or pass --python): %v\n%s", err, ee.Stderr)
+			}
+			return fmt.Errorf("PyTorch side: %v (install Debian's python3-torch or pass --python)", err)
+		}
+		var torchRes struct {
+			Steps   map[string][]float64 `json:"steps"`
+			Gemm    map[string]float64   `json:"gemm"`
+			Version string               `json:"torch"`
+			Threads int                  `json:"threads"`
+		}
+		if err := json.Unmarshal(out, &torchRes); err != nil {
+			return fmt.Errorf("PyTorch side printed no result: %v\n%s", err, out)
+		}
+
+		fmt.Printf("\nSGEMM (GFLOP/s, median of 5)     wkd     torch %s\n", torchRes.Version)
+		for _, s := range gemmSizes {
+			m, n, k := s[0], s[1], s[2]
+			key := fmt.Sprintf("%dx%dx%d", m, n, k)
+			fmt.Printf("  m=%-5d n=%-6d k=%-5d       %7.1f   %7.1f\n", m, n, k, ops.SgemmGFLOPS(m, n, k, 5), torchRes.Gemm[key])
+		}
+
+		fmt.Printf("\n%-6s %14s %14s %12s %12s %8s\n", "ngf", "wkd step (ms)", "torch (ms)", "wkd img/s", "torch img/s", "ratio")
+		minRatio := math.Inf(1)
+		for _, g := range ngfs {
+			times := timeWKDStep(g, f)
+			w := median(times)
+			tt := median(torchRes.Steps[fmt.Sprint(g)])
+			ratio := tt / w // throughput ratio wkd/PyTorch
+			minRatio = math.Min(minRatio, ratio)
+			fmt.Printf("%-6d %14.1f %14.1f %12.2f %12.2f %8.3f\n", g, 1e3*w, 1e3*tt, float64(f.batch)/w, float64(f.batch)/tt, ratio)
+		}
+		fmt.Printf("ratio: %.3f\n", minRatio)
+		return nil
 	}
-	fmt.Printf("ratio: %.3f\n", minRatio)
-	return nil
 }
 
 // timeWKDStep runs the same step as bench_engine.py and returns each timed step's seconds.

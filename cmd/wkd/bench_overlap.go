@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"image"
 	"image/color"
@@ -15,80 +14,80 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/spf13/pflag"
+
 	"wkd/models"
 	"wkd/trainer"
 )
 
 func init() {
-	register(command{name: "bench-overlap", summary: "share of a distributed distillation step spent waiting on the all-reduce, overlap off and on", run: runBenchOverlap})
+	register(command{name: "bench-overlap", summary: "share of a distributed distillation step spent waiting on the all-reduce, overlap off and on", group: groupBench, flags: benchOverlapFlags})
 }
 
 // runBenchOverlap distills a student on --nodes local node processes twice, with the
 // all-reduce after backward and overlapped with it, and prints the median share of a step
 // spent waiting for gradients (rank 0's sync time over its step time).
-func runBenchOverlap(args []string) error {
-	fs := flag.NewFlagSet("bench-overlap", flag.ContinueOnError)
+func benchOverlapFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 	nodes := fs.Int("nodes", 2, "node processes")
 	steps := fs.Int("steps", 30, "steps per run (the first 5 are not counted)")
 	ngf := fs.Int("ngf", 32, "student width (more parameters, more to communicate)")
 	size := fs.Int("size", 64, "image side")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "wkd-bench-overlap-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	data := filepath.Join(dir, "data")
-	if err := writeRandomAligned(filepath.Join(data, "train"), 4**nodes, *size); err != nil {
-		return err
-	}
-	// A teacher of one step: its quality does not matter for timing.
-	tc := trainer.DefaultPix2Pix()
-	tc.Data, tc.Dir, tc.MaxSteps = data, filepath.Join(dir, "teacher"), 1
-	tc.G = models.Spec{Kind: models.ResNet, NBlocks: 6, InputNC: 3, OutputNC: 3, NGF: 16, Norm: models.Instance}
-	tc.D = models.Spec{Kind: models.PatchGAN, InputNC: 6, NDF: 16, Norm: models.Instance}
-	tc.LoadSize, tc.CropSize = *size, *size
-	t, err := trainer.New(tc, io.Discard)
-	if err != nil {
-		return err
-	}
-	if err := t.Run(context.Background()); err != nil {
-		return err
-	}
-	t.Close()
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	fmt.Printf("bench-overlap: %d nodes, pix2pix student ResNet-6 ngf %d at %dx%d, global batch %d, %d steps\n", *nodes, *ngf, *size, *size, *nodes, *steps)
-	fmt.Printf("%-8s %12s %12s %10s\n", "overlap", "step (ms)", "waiting (ms)", "share")
-	for _, on := range []bool{false, true} {
-		out := filepath.Join(dir, fmt.Sprintf("student-%v", on))
-		cmd := exec.Command(exe, "distill", "--data", data, "--teacher", tc.Dir, "--out", out, "--local-nodes", fmt.Sprint(*nodes),
-			"--batch-size", fmt.Sprint(*nodes), "--max-steps", fmt.Sprint(*steps), "--log-every", "1", "--norm", "instance",
-			"--netG", "resnet", "--n-blocks", "6", "--ngf", fmt.Sprint(*ngf), "--ndf", "16", "--load-size", fmt.Sprint(*size),
-			"--crop-size", fmt.Sprint(*size), "--checkpoint-every", "100000", fmt.Sprintf("--overlap=%v", on))
-		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("overlap=%v run: %w", on, err)
-		}
-		stepMs, waitMs, err := rankZeroTimes(filepath.Join(out, "log.jsonl"), *nodes)
+	return func(args []string) error {
+		dir, err := os.MkdirTemp("", "wkd-bench-overlap-")
 		if err != nil {
 			return err
 		}
-		if len(stepMs) <= 5 {
-			return fmt.Errorf("overlap=%v: only %d steps logged", on, len(stepMs))
+		defer os.RemoveAll(dir)
+		data := filepath.Join(dir, "data")
+		if err := writeRandomAligned(filepath.Join(data, "train"), 4**nodes, *size); err != nil {
+			return err
 		}
-		stepMs, waitMs = stepMs[5:], waitMs[5:]
-		shares := make([]float64, len(stepMs))
-		for i := range shares {
-			shares[i] = waitMs[i] / stepMs[i]
+		// A teacher of one step: its quality does not matter for timing.
+		tc := trainer.DefaultPix2Pix()
+		tc.Data, tc.Dir, tc.MaxSteps = data, filepath.Join(dir, "teacher"), 1
+		tc.G = models.Spec{Kind: models.ResNet, NBlocks: 6, InputNC: 3, OutputNC: 3, NGF: 16, Norm: models.Instance}
+		tc.D = models.Spec{Kind: models.PatchGAN, InputNC: 6, NDF: 16, Norm: models.Instance}
+		tc.LoadSize, tc.CropSize = *size, *size
+		t, err := trainer.New(tc, io.Discard)
+		if err != nil {
+			return err
 		}
-		fmt.Printf("%-8v %12.1f %12.1f %9.1f%%\n", on, median(stepMs), median(waitMs), 100*median(shares))
+		if err := t.Run(context.Background()); err != nil {
+			return err
+		}
+		t.Close()
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("bench-overlap: %d nodes, pix2pix student ResNet-6 ngf %d at %dx%d, global batch %d, %d steps\n", *nodes, *ngf, *size, *size, *nodes, *steps)
+		fmt.Printf("%-8s %12s %12s %10s\n", "overlap", "step (ms)", "waiting (ms)", "share")
+		for _, on := range []bool{false, true} {
+			out := filepath.Join(dir, fmt.Sprintf("student-%v", on))
+			cmd := exec.Command(exe, "distill", "--data", data, "--teacher", tc.Dir, "--out", out, "--local-nodes", fmt.Sprint(*nodes),
+				"--batch-size", fmt.Sprint(*nodes), "--max-steps", fmt.Sprint(*steps), "--log-every", "1", "--norm", "instance",
+				"--netG", "resnet", "--n-blocks", "6", "--ngf", fmt.Sprint(*ngf), "--ndf", "16", "--load-size", fmt.Sprint(*size),
+				"--crop-size", fmt.Sprint(*size), "--checkpoint-every", "100000", fmt.Sprintf("--overlap=%v", on))
+			cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("overlap=%v run: %w", on, err)
+			}
+			stepMs, waitMs, err := rankZeroTimes(filepath.Join(out, "log.jsonl"), *nodes)
+			if err != nil {
+				return err
+			}
+			if len(stepMs) <= 5 {
+				return fmt.Errorf("overlap=%v: only %d steps logged", on, len(stepMs))
+			}
+			stepMs, waitMs = stepMs[5:], waitMs[5:]
+			shares := make([]float64, len(stepMs))
+			for i := range shares {
+				shares[i] = waitMs[i] / stepMs[i]
+			}
+			fmt.Printf("%-8v %12.1f %12.1f %9.1f%%\n", on, median(stepMs), median(waitMs), 100*median(shares))
+		}
+		return nil
 	}
-	return nil
 }
 
 // rankZeroTimes reads rank 0's step lines: step time (img_per_s counts the global batch of

@@ -1,11 +1,16 @@
 package main
 
 import (
-	"flag"
+	"bytes"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 
 	"wkd/ops"
 	"wkd/trainer"
@@ -44,11 +49,7 @@ func TestBadFlagsNameTheFlag(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cmd, ok := commands[c.args[0]]
-			if !ok {
-				t.Fatalf("no command %q", c.args[0])
-			}
-			err := cmd.run(c.args[1:])
+			err := wkd(c.args...)
 			if err == nil {
 				t.Fatalf("wkd %s: no error", strings.Join(c.args, " "))
 			}
@@ -86,16 +87,194 @@ func TestFreshRunRefusesAFolderWithARun(t *testing.T) {
 	}
 }
 
-// TestHelpExitsZero: -h on every command prints its flags and is not an error.
-func TestHelpExitsZero(t *testing.T) {
+// run runs a command line in-process as the binary does: its output and exit status.
+func run(argv ...string) (stdout, stderr string, code int) {
+	var o, e bytes.Buffer
+	code = exitCode(execute(argv, &o, &e), &e)
+	return o.String(), e.String(), code
+}
+
+// TestHelp: every way of asking for a command's help prints it on stdout, nothing on stderr,
+// and exits 0; the help names the command and its flags.
+func TestHelp(t *testing.T) {
 	for name, c := range commands {
-		if code := exitCode(c, []string{"-h"}); code != 0 {
-			t.Errorf("wkd %s -h: exit status %d, want 0", name, code)
+		for _, argv := range [][]string{{name, "-h"}, {name, "--help"}, {name, "-help"}, {"help", name}} {
+			out, errOut, code := run(argv...)
+			if code != 0 || errOut != "" {
+				t.Errorf("wkd %s: exit status %d, stderr %q; want 0 and nothing", strings.Join(argv, " "), code, errOut)
+			}
+			if !strings.Contains(out, "wkd "+name) || !strings.Contains(out, "--help") {
+				t.Errorf("wkd %s: help lacks its usage line or flags:\n%s", strings.Join(argv, " "), out)
+			}
+			if c.long == "" && !strings.Contains(out, c.summary[1:]) {
+				t.Errorf("wkd %s: help lacks the summary %q", strings.Join(argv, " "), c.summary)
+			}
 		}
 	}
-	failing := command{name: "x", run: func([]string) error { return os.ErrNotExist }}
-	if code := exitCode(failing, nil); code != 1 {
-		t.Errorf("a failing command: exit status %d, want 1", code)
+	for _, argv := range [][]string{{}, {"-h"}, {"--help"}, {"help"}} {
+		out, errOut, code := run(argv...)
+		if code != 0 || errOut != "" || !strings.Contains(out, "distill") || !strings.Contains(out, "bench-engine") {
+			t.Errorf("wkd %s: exit %d, stderr %q, stdout without the commands:\n%s", strings.Join(argv, " "), code, errOut, out)
+		}
+	}
+	// The help of train and distill lists wkd's flags, then the reference's spellings apart.
+	out, _, _ := run("train", "--help")
+	flags, ref, ok := strings.Cut(out, "pytorch-CycleGAN-and-pix2pix")
+	if !ok || !strings.Contains(flags, "--batch-size") || strings.Contains(flags, "--batch_size") || !strings.Contains(ref, "--batch_size") {
+		t.Errorf("wkd train --help: want --batch-size among the flags and --batch_size after them:\n%s", out)
+	}
+	// Help follows --model wherever it is; node's own --name is among its flags; earlier names
+	// of renamed flags are not shown.
+	for _, argv := range [][]string{{"train", "-h", "--model", "cyclegan"}, {"train", "--model=cycle_gan", "--help"}} {
+		if out, _, _ := run(argv...); !regexp.MustCompile(`--lambda-A float32 .*\(default 10\)`).MatchString(out) {
+			t.Errorf("wkd %s: the CycleGAN defaults are not shown:\n%s", strings.Join(argv, " "), out)
+		}
+	}
+	if out, _, _ := run("node", "-h"); !regexp.MustCompile(`--name string +unique node name`).MatchString(out) {
+		t.Errorf("wkd node -h does not show the node's --name:\n%s", out)
+	}
+	if out, _, _ := run("eval", "-h"); strings.Contains(out, "--max-images") || strings.Contains(out, "--samples") {
+		t.Errorf("wkd eval -h shows the earlier names of its flags:\n%s", out)
+	}
+	// keygen -h is help, not a key.
+	if out, _, _ := run("keygen", "-h"); !strings.Contains(out, "Usage:") {
+		t.Errorf("wkd keygen -h printed %q", out)
+	}
+}
+
+// TestUsageErrors: a command line wkd cannot parse exits 2 with one line naming the problem,
+// a hint where one is close, and where to find the help; a failing run exits 1.
+func TestUsageErrors(t *testing.T) {
+	cases := []struct {
+		argv []string
+		want string // in the first line of stderr
+		hint string // the second line
+	}{
+		{[]string{"trian"}, `unknown command "trian" (did you mean "train"?)`, "Run 'wkd --help' for usage."},
+		{[]string{"train", "--crop", "32"}, "unknown flag: --crop (did you mean --crop-size?)", "Run 'wkd train --help' for usage."},
+		{[]string{"distill", "--alhpa", "1"}, "unknown flag: --alhpa (did you mean --alpha?)", "Run 'wkd distill --help' for usage."},
+		{[]string{"eval", "--max-samples", "many"}, `invalid argument "many" for "--max-samples"`, "Run 'wkd eval --help' for usage."},
+		{[]string{"train", "--lr"}, "flag needs an argument: --lr", "Run 'wkd train --help' for usage."},
+		{[]string{"train", "extra"}, `unexpected argument "extra"`, "Run 'wkd train --help' for usage."},
+		{[]string{"summarize"}, "give report.json files", "Run 'wkd summarize --help' for usage."},
+		{[]string{"node", "--bogus"}, "unknown flag: --bogus", "Run 'wkd node --help' for usage."},
+		{[]string{"help", "trian"}, `unknown command "trian" (did you mean "train"?)`, "Run 'wkd --help' for usage."},
+		{[]string{"train", "-max-step", "3"}, "unknown flag: --max-step (did you mean --max-steps?)", "Run 'wkd train --help' for usage."},
+		{[]string{"train", "--kd", "x"}, "unknown flag: --kd", "Run 'wkd train --help' for usage."},
+		{[]string{"train", "--model", "gan3000"}, `invalid argument "gan3000" for "--model" flag: use pix2pix or cyclegan`, "Run 'wkd train --help' for usage."},
+		{[]string{"train", "--model", "pix2pix", "--model", "cyclegan"}, "--model cyclegan after --model pix2pix: give one", "Run 'wkd train --help' for usage."},
+		{[]string{"distill", "--log-format", "xml"}, `invalid argument "xml" for "--log-format" flag: use console, json or auto`, "Run 'wkd distill --help' for usage."},
+		{[]string{"node", "--job", "serve"}, `invalid argument "serve" for "--job" flag: use train or distill`, "Run 'wkd node --help' for usage."},
+	}
+	for _, c := range cases {
+		out, errOut, code := run(c.argv...)
+		if strings.Contains(errOut, "did you mean") != strings.Contains(c.want, "did you mean") {
+			t.Errorf("wkd %s: %q; a hint only where one is close", strings.Join(c.argv, " "), errOut)
+		}
+		lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
+		if code != 2 || out != "" || len(lines) != 2 || !strings.Contains(lines[0], c.want) || lines[1] != c.hint {
+			t.Errorf("wkd %s: exit %d, stdout %q, stderr %q; want 2 and %q then %q", strings.Join(c.argv, " "), code, out, errOut, c.want, c.hint)
+		}
+	}
+	_, errOut, code := run("eval", "--runs", filepath.Join(t.TempDir(), "missing"))
+	if code != 1 || !strings.HasPrefix(errOut, "wkd eval: ") || !strings.Contains(errOut, "--runs") {
+		t.Errorf("a failing run: exit %d, stderr %q; want 1 and the error after 'wkd eval: '", code, errOut)
+	}
+}
+
+// parsed parses a command line as the binary does before running it, and returns the flags.
+func parsed(t *testing.T, argv ...string) *pflag.FlagSet {
+	t.Helper()
+	root := newRoot(argv, io.Discard, io.Discard)
+	cmd, rest, err := root.Find(longDashes(root, argv))
+	if err != nil {
+		t.Fatalf("wkd %s: %v", strings.Join(argv, " "), err)
+	}
+	if err := cmd.ParseFlags(rest); err != nil {
+		t.Fatalf("wkd %s: %v", strings.Join(argv, " "), err)
+	}
+	return cmd.Flags()
+}
+
+// TestFlagSpellings: Go's single-dash long flags and the earlier names of renamed flags still
+// set the flag they name; a value that starts with a dash stays a value.
+func TestFlagSpellings(t *testing.T) {
+	values := []struct {
+		argv []string
+		flag string
+		want string
+	}{
+		{[]string{"translate", "-G", "G_A"}, "G", "G_A"},
+		{[]string{"translate", "-G=G_B", "-netG", "unet_256"}, "netG", "unet_256"},
+		{[]string{"train", "-max-steps=3"}, "max-steps", "3"},
+		{[]string{"train", "--beta1", "-0.5", "-lr", "0.1"}, "beta1", "-0.5"},
+		{[]string{"train", "--data", "-lr", "--max-steps", "2"}, "data", "-lr"},
+		{[]string{"train", "--model=cyclegan"}, "lambda-A", "10"},
+		{[]string{"train", "-model", "cyclegan"}, "pool-size", "50"},
+		{[]string{"train", "--model=cycle_gan"}, "gan-mode", "lsgan"},
+		{[]string{"node", "--job=train", "--model", "cyclegan"}, "job", "train"},
+		{[]string{"eval", "--max-images", "7"}, "max-samples", "7"},
+		{[]string{"logs", "-token-file", "t"}, "nats-token-file", "t"},
+	}
+	for _, c := range values {
+		if got := parsed(t, c.argv...).Lookup(c.flag).Value.String(); got != c.want {
+			t.Errorf("wkd %s: --%s is %q, want %q", strings.Join(c.argv, " "), c.flag, got, c.want)
+		}
+	}
+	if args := parsed(t, "summarize", "--out", "s.md", "--", "-json").Args(); !slices.Equal(args, []string{"-json"}) {
+		t.Errorf("wkd summarize --out s.md -- -json: arguments %q, want the file -json", args)
+	}
+
+	cases := []struct {
+		argv []string
+		want string
+	}{
+		{[]string{"bench-engine", "-size", "30"}, "--size 30"},
+		{[]string{"bench-engine", "-size=30"}, "--size 30"},
+		{[]string{"bench-inception", "--batch", "0"}, "--batch-size 0"},
+		{[]string{"train-features", "--data", "x", "--samples", "1", "--batch", "2"}, "--max-samples 1: want at least --batch-size (2)"},
+		{[]string{"eval", "--max-images", "0"}, "--max-samples 0"},
+		{[]string{"train", "--beta1", "-Inf", "--out", filepath.Join(t.TempDir(), "r")}, "--beta1"},
+	}
+	for _, c := range cases {
+		err := execute(c.argv, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("wkd %s: %v, want an error with %q", strings.Join(c.argv, " "), err, c.want)
+		}
+	}
+}
+
+// TestCompletion: wkd completion writes a script for each shell, and completes commands and
+// flags through cobra's hidden __complete command.
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		out, errOut, code := run("completion", shell)
+		if code != 0 || errOut != "" || !strings.Contains(out, "wkd") || len(out) < 1000 {
+			t.Errorf("wkd completion %s: exit %d, stderr %q, %d bytes", shell, code, errOut, len(out))
+		}
+	}
+	out, _, code := run("__complete", "dis")
+	if code != 0 || !strings.Contains(out, "distill") || strings.Contains(out, "train\t") {
+		t.Errorf("completing 'wkd dis': %q", out)
+	}
+	out, _, _ = run("__complete", "distill", "--teacher-n")
+	for _, f := range []string{"--teacher-netG", "--teacher-ngf", "--teacher-norm", "--teacher-n-blocks"} {
+		if !strings.Contains(out, f) {
+			t.Errorf("completing 'wkd distill --teacher-n' lacks %s: %q", f, out)
+		}
+	}
+	if strings.Contains(out, "--batch_size") {
+		t.Errorf("completion offers the hidden reference spellings: %q", out)
+	}
+}
+
+// TestVersion: wkd --version and wkd version print one line, the program and its version.
+func TestVersion(t *testing.T) {
+	for _, argv := range []string{"--version", "version"} {
+		out, errOut, code := run(argv)
+		if want := "wkd " + version() + "\n"; code != 0 || errOut != "" || out != want {
+			t.Errorf("wkd %s: exit %d, stdout %q, stderr %q; want %q", argv, code, out, errOut, want)
+		}
 	}
 }
 
@@ -125,7 +304,7 @@ func TestResumeKeepsTheSavedDevice(t *testing.T) {
 		{[]string{"--out", dir, "--device", "cuda"}, trainer.DeviceCUDA},
 	}
 	for _, c := range cases {
-		fs := flag.NewFlagSet("train", flag.ContinueOnError)
+		fs := pflag.NewFlagSet("train", pflag.ContinueOnError)
 		f, err := newRunFlags(c.args, false)
 		if err != nil {
 			t.Fatal(err)

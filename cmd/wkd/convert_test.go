@@ -224,6 +224,16 @@ func TestResumeRefusesChangedFlags(t *testing.T) {
 	if err := runTrain("distill", append(sargs, "--resume", "--max-steps", "2")); err != nil {
 		t.Fatalf("--resume repeating the run's own flags: %v", err)
 	}
+	// A default spelled out is no change; the reference's spellings and --model are checked too.
+	if err := runTrain("distill", append(sargs, "--resume", "--max-steps", "2", "--preprocess", "resize_and_crop", "--direction", "AtoB")); err != nil {
+		t.Fatalf("--resume with the default --preprocess and --direction: %v", err)
+	}
+	for _, changed := range [][]string{{"--batch_size", "3"}, {"--model", "cyclegan"}, {"--no_dropout"}} {
+		err := runTrain("distill", append(append(sargs, "--resume", "--max-steps", "2"), changed...))
+		if err == nil || !strings.Contains(err.Error(), strings.Join(changed, " ")) {
+			t.Errorf("--resume with %v: %v, want a refusal naming it", changed, err)
+		}
+	}
 
 	ckpt, err := trainer.LatestCheckpoint(student)
 	if err != nil || ckpt == "" {

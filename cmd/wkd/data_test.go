@@ -52,3 +52,26 @@ func TestDataWithoutTexturePackage(t *testing.T) {
 		}
 	}
 }
+
+// TestDataProgressOffATerminal: into a file or pipe, progress is whole lines, one per tenth of
+// each split, with no carriage returns to garble a log.
+func TestDataProgressOffATerminal(t *testing.T) {
+	var b strings.Builder
+	p := dataProgressPrinter(&b, false)
+	for _, split := range []string{"train", "test"} {
+		for i := 1; i <= 50; i++ {
+			p(split, i, 50)
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if strings.ContainsAny(b.String(), "\r\033") || len(lines) != 20 || !strings.Contains(lines[9], "train        50/50     100%") ||
+		!strings.HasPrefix(lines[10], "test ") {
+		t.Errorf("progress off a terminal:\n%q", b.String())
+	}
+	b.Reset()
+	p = dataProgressPrinter(&b, true)
+	p("train", 50, 50)
+	if b.String() != "\rtrain        50/50     100%\033[K\n" {
+		t.Errorf("progress on a terminal: %q", b.String())
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -18,133 +17,127 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func init() {
-	register(command{name: "demo", summary: "the whole method on real textures: dataset, teacher, three students trained at once, report", run: runDemo})
+	register(command{name: "demo", summary: "the whole method on real textures: dataset, teacher, three students trained at once, report", group: groupMake, flags: demoFlags})
 }
 
 // runDemo chains the other commands on sketch2texture (flat-colour sketches -> collages of real
 // texture photographs): build the dataset, train the texture network of the Frechet distance,
 // train a pix2pix teacher, distill three students of a quarter of its width (no KD, pixel KD,
 // wavelet KD) side by side, one process and one thread each, and write the report.
-func runDemo(args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+func demoFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 	datasets := fs.String("datasets", "datasets", "where the datasets are built")
 	cache := fs.String("cache", "", "where the texture package is downloaded (default: wkd data's --cache)")
 	runs := fs.String("runs", "runs/demo", "where the runs go")
 	report := fs.String("report", "report", "where the report goes")
 	seed := fs.Uint64("seed", 1, "seed of every run")
 	size := fs.Int("size", 64, "image side in pixels (64 or 128; U-Net depth follows)")
-	samples := fs.Int("samples", 1000, "training images (the dataset has 1000)")
+	samples := fs.Int("max-samples", 1000, "training images (the dataset has 1000)")
 	teacherEpochs := fs.Int("teacher-epochs", 3, "teacher epochs (half constant, half decaying)")
 	studentEpochs := fs.Int("student-epochs", 2, "student epochs each")
 	featureEpochs := fs.Int("feature-epochs", 1, "epochs of the texture network of the Frechet distance")
 	teacherNGF := fs.Int("teacher-ngf", 32, "teacher width")
-	studentNGF := fs.Int("student-ngf", 8, "student width: (32/8)^2 = 16x fewer MACs")
+	studentNGF := fs.Int("student-ngf", 8, "student width: (32/8)^2 = 16x fewer MACs than the teacher's in all but the outer layers")
 	teacherNDF := fs.Int("teacher-ndf", 32, "teacher's discriminator width")
 	studentNDF := fs.Int("student-ndf", 16, "students' discriminator width (a smaller D helps a compressed G)")
 	alpha := fs.Float64("alpha", 100, "KD weight (the L1 term is weighed 100)")
 	threads := fs.Int("threads", 0, "compute threads of the teacher (0: all cores); each student uses one")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: wkd demo [flags]\n\n%s\n\nFlags:\n", commands["demo"].summary)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags only)", fs.Arg(0))
-	}
-	downs := map[int]int{64: 6, 128: 7}[*size]
-	if downs == 0 {
-		return fmt.Errorf("--size %d: use 64 or 128", *size)
-	}
-	for _, f := range []struct {
-		name string
-		v    int
-	}{{"--teacher-epochs", *teacherEpochs}, {"--student-epochs", *studentEpochs}, {"--feature-epochs", *featureEpochs},
-		{"--samples", *samples}, {"--teacher-ngf", *teacherNGF}, {"--student-ngf", *studentNGF}, {"--teacher-ndf", *teacherNDF}, {"--student-ndf", *studentNDF}} {
-		if f.v < 1 {
-			return fmt.Errorf("%s %d: must be at least 1", f.name, f.v)
+	renamed(fs, "samples", "max-samples")
+	return func(args []string) error {
+		downs := map[int]int{64: 6, 128: 7}[*size]
+		if downs == 0 {
+			return fmt.Errorf("--size %d: use 64 or 128", *size)
 		}
-	}
-	if !(*alpha >= 0) || math.IsInf(*alpha, 0) {
-		return fmt.Errorf("--alpha %v: must be a finite number, 0 or more (100 works)", *alpha)
-	}
-	t0 := time.Now()
-	step := func(title string, run func() error) error {
-		fmt.Fprintf(os.Stderr, "\n== %s (%s elapsed)\n", title, time.Since(t0).Round(time.Second))
-		return run()
-	}
-	data := filepath.Join(*datasets, "sketch2texture")
-	dataArgs := []string{"--out", *datasets, "--quiet"}
-	if *cache != "" {
-		dataArgs = append(dataArgs, "--cache", *cache)
-	}
-	if err := step("datasets: sketch2texture and texture-classes from Debian's openarena-081-textures", func() error {
-		for _, name := range []string{"sketch2texture", "texture-classes"} {
-			side := *size
-			if name == "texture-classes" {
-				side = 64 // the feature network's input side, whatever --size
-			}
-			a := append([]string{"--name", name, "--size", fmt.Sprint(side)}, dataArgs...)
-			if err := commands["data"].run(a); err != nil {
-				return err
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"--teacher-epochs", *teacherEpochs}, {"--student-epochs", *studentEpochs}, {"--feature-epochs", *featureEpochs},
+			{"--max-samples", *samples}, {"--teacher-ngf", *teacherNGF}, {"--student-ngf", *studentNGF}, {"--teacher-ndf", *teacherNDF}, {"--student-ndf", *studentNDF}} {
+			if f.v < 1 {
+				return fmt.Errorf("%s %d: must be at least 1", f.name, f.v)
 			}
 		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	features := filepath.Join(*runs, "texture-features.safetensors")
-	if _, err := os.Stat(features); err != nil {
-		if err := step("texture network for the Frechet distance", func() error {
-			return runTrainFeatures([]string{"--data", filepath.Join(*datasets, "texture-classes"), "--epochs", fmt.Sprint(*featureEpochs),
-				"--seed", fmt.Sprint(*seed), "--out", features})
+		if !(*alpha >= 0) || math.IsInf(*alpha, 0) {
+			return fmt.Errorf("--alpha %v: must be a finite number, 0 or more (100 works)", *alpha)
+		}
+		t0 := time.Now()
+		step := func(title string, run func() error) error {
+			fmt.Fprintf(os.Stderr, "\n== %s (%s elapsed)\n", title, time.Since(t0).Round(time.Second))
+			return run()
+		}
+		data := filepath.Join(*datasets, "sketch2texture")
+		dataArgs := []string{"--out", *datasets, "--quiet"}
+		if *cache != "" {
+			dataArgs = append(dataArgs, "--cache", *cache)
+		}
+		if err := step("datasets: sketch2texture and texture-classes from Debian's openarena-081-textures", func() error {
+			for _, name := range []string{"sketch2texture", "texture-classes"} {
+				side := *size
+				if name == "texture-classes" {
+					side = 64 // the feature network's input side, whatever --size
+				}
+				a := append([]string{"--name", name, "--size", fmt.Sprint(side)}, dataArgs...)
+				if err := wkd(append([]string{"data"}, a...)...); err != nil {
+					return err
+				}
+			}
+			return nil
 		}); err != nil {
 			return err
 		}
+		features := filepath.Join(*runs, "texture-features.safetensors")
+		if _, err := os.Stat(features); err != nil {
+			if err := step("texture network for the Frechet distance", func() error {
+				return wkd("train-features", "--data", filepath.Join(*datasets, "texture-classes"), "--epochs", fmt.Sprint(*featureEpochs),
+					"--seed", fmt.Sprint(*seed), "--out", features)
+			}); err != nil {
+				return err
+			}
+		}
+		common := []string{"--overwrite", "--model", "pix2pix", "--netG", "unet", "--num-downs", fmt.Sprint(downs), "--data", data,
+			"--seed", fmt.Sprint(*seed), "--norm", "instance", "--max-samples", fmt.Sprint(*samples), "--log-every", "50",
+			"--checkpoint-every", "1000", "--load-size", fmt.Sprint(*size), "--crop-size", fmt.Sprint(*size)}
+		teacher := filepath.Join(*runs, "teacher")
+		half := func(n int) (int, int) { return (n + 1) / 2, n / 2 }
+		te, td := half(*teacherEpochs)
+		if err := step(fmt.Sprintf("teacher: pix2pix U-Net ngf %d, %d epochs", *teacherNGF, *teacherEpochs), func() error {
+			return runTrain("train", append([]string{"--out", teacher, "--ngf", fmt.Sprint(*teacherNGF), "--ndf", fmt.Sprint(*teacherNDF),
+				"--epochs", fmt.Sprint(te), "--epochs-decay", fmt.Sprint(td), "--threads", fmt.Sprint(*threads)}, common...))
+		}); err != nil {
+			return err
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		se, sd := half(*studentEpochs)
+		names := []string{"teacher"}
+		dirs := []string{teacher}
+		var jobs []demoJob
+		for _, kd := range []string{"none", "pixel", "wavelet"} {
+			dir := filepath.Join(*runs, "student-"+kd)
+			jobs = append(jobs, demoJob{name: kd, dir: dir, argv: append([]string{exe, "distill", "--out", dir, "--teacher", teacher, "--kd", kd,
+				"--alpha", fmt.Sprint(*alpha), "--ngf", fmt.Sprint(*studentNGF), "--ndf", fmt.Sprint(*studentNDF), "--epochs", fmt.Sprint(se),
+				"--epochs-decay", fmt.Sprint(sd), "--threads", "1", "--quiet", "--log-format", "json"}, common...)})
+			names, dirs = append(names, "student "+kd), append(dirs, dir)
+		}
+		if err := step(fmt.Sprintf("students ngf %d, KD none, pixel and wavelet (alpha %g), side by side", *studentNGF, *alpha), func() error {
+			return runDemoJobs(jobs, os.Stderr, isTerminal(os.Stderr))
+		}); err != nil {
+			return err
+		}
+		if err := step("evaluation and report", func() error {
+			return wkd("eval", "--runs", strings.Join(dirs, ","), "--names", strings.Join(names, ","), "--features", features, "--out", *report)
+		}); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "\ndemo done in %s: open %s\n", time.Since(t0).Round(time.Second), filepath.Join(*report, "report.html"))
+		return nil
 	}
-	common := []string{"--overwrite", "--model", "pix2pix", "--netG", "unet", "--num-downs", fmt.Sprint(downs), "--data", data,
-		"--seed", fmt.Sprint(*seed), "--norm", "instance", "--max-samples", fmt.Sprint(*samples), "--log-every", "50",
-		"--checkpoint-every", "1000", "--load-size", fmt.Sprint(*size), "--crop-size", fmt.Sprint(*size)}
-	teacher := filepath.Join(*runs, "teacher")
-	half := func(n int) (int, int) { return (n + 1) / 2, n / 2 }
-	te, td := half(*teacherEpochs)
-	if err := step(fmt.Sprintf("teacher: pix2pix U-Net ngf %d, %d epochs", *teacherNGF, *teacherEpochs), func() error {
-		return runTrain("train", append([]string{"--out", teacher, "--ngf", fmt.Sprint(*teacherNGF), "--ndf", fmt.Sprint(*teacherNDF),
-			"--epochs", fmt.Sprint(te), "--epochs-decay", fmt.Sprint(td), "--threads", fmt.Sprint(*threads)}, common...))
-	}); err != nil {
-		return err
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	se, sd := half(*studentEpochs)
-	names := []string{"teacher"}
-	dirs := []string{teacher}
-	var jobs []demoJob
-	for _, kd := range []string{"none", "pixel", "wavelet"} {
-		dir := filepath.Join(*runs, "student-"+kd)
-		jobs = append(jobs, demoJob{name: kd, dir: dir, argv: append([]string{exe, "distill", "--out", dir, "--teacher", teacher, "--kd", kd,
-			"--alpha", fmt.Sprint(*alpha), "--ngf", fmt.Sprint(*studentNGF), "--ndf", fmt.Sprint(*studentNDF), "--epochs", fmt.Sprint(se),
-			"--epochs-decay", fmt.Sprint(sd), "--threads", "1", "--quiet", "--log-format", "json"}, common...)})
-		names, dirs = append(names, "student "+kd), append(dirs, dir)
-	}
-	if err := step(fmt.Sprintf("students ngf %d, KD none, pixel and wavelet (alpha %g), side by side", *studentNGF, *alpha), func() error {
-		return runDemoJobs(jobs, os.Stderr, isTerminal(os.Stderr))
-	}); err != nil {
-		return err
-	}
-	if err := step("evaluation and report", func() error {
-		return runEval([]string{"--runs", strings.Join(dirs, ","), "--names", strings.Join(names, ","), "--features", features, "--out", *report})
-	}); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "\ndemo done in %s: open %s\n", time.Since(t0).Round(time.Second), filepath.Join(*report, "report.html"))
-	return nil
 }
 
 // demoJob is a training run in a child process (argv), its output in dir + ".log".

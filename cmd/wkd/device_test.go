@@ -58,7 +58,7 @@ func TestDeviceTranslateMatchesCPU(t *testing.T) {
 	outs := map[string]string{}
 	for _, device := range []string{"cpu", "cuda"} {
 		outs[device] = filepath.Join(dir, device)
-		err := commands["translate"].run([]string{"--device", device, "--weights", weights, "--netG", "resnet",
+		err := runTranslate([]string{"--device", device, "--weights", weights, "--netG", "resnet",
 			"--n-blocks", "1", "--ngf", "4", "--norm", "instance", "--input", in, "--out", outs[device]})
 		if err != nil {
 			t.Fatalf("translate --device %s: %v", device, err)

@@ -130,7 +130,7 @@ func TestEvalPerImageMetricsMatchADirectCalculation(t *testing.T) {
 	}
 	out := filepath.Join(dir, "report")
 	err := runEval([]string{"--runs", strings.Join(runs, ","), "--names", strings.Join(names, ","), "--features", writeFeatures(t, dir),
-		"--out", out, "--speed-size", "32", "--speed-reps", "1", "--samples", "0"})
+		"--out", out, "--speed-size", "32", "--speed-reps", "1", "--grid-rows", "0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestEvalReportsPerImageMetricsAndTheFeatureNet(t *testing.T) {
 	runs := strings.Join([]string{filepath.Join(dir, "teacher"), filepath.Join(dir, "pixel"), filepath.Join(dir, "wavelet")}, ",")
 	for _, seed := range []string{"seed1", "seed2"} {
 		err := runEval([]string{"--runs", runs, "--names", "teacher,student pixel,student wavelet", "--features", feats,
-			"--out", filepath.Join(dir, seed), "--speed-size", "32", "--speed-reps", "1", "--samples", "2"})
+			"--out", filepath.Join(dir, seed), "--speed-size", "32", "--speed-reps", "1", "--grid-rows", "2"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -313,8 +313,8 @@ func TestEvalRejectsBadFlags(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"max-images 0", []string{"--max-images", "0"}, []string{"--max-images 0", "at least 1"}},
-		{"max-images -1", []string{"--max-images", "-1"}, []string{"--max-images -1", "at least 1"}},
+		{"max-samples 0", []string{"--max-samples", "0"}, []string{"--max-samples 0", "at least 1"}},
+		{"max-images -1 (the earlier name)", []string{"--max-images", "-1"}, []string{"--max-samples -1", "at least 1"}},
 		{"speed-size 100", []string{"--speed-size", "100"}, []string{"--speed-size 100", "multiple of 32", "such as 128"}},
 		{"speed-size 0", []string{"--speed-size", "0"}, []string{"--speed-size 0", "such as 256"}},
 		{"speed-size -64", []string{"--speed-size", "-64"}, []string{"--speed-size -64", "such as 256"}},
@@ -322,7 +322,7 @@ func TestEvalRejectsBadFlags(t *testing.T) {
 		{"levels -2", []string{"--levels", "-2"}, []string{"--levels -2", "such as 3"}},
 		{"levels 6", []string{"--levels", "6"}, []string{"--levels 6", "1 to 5"}},
 		{"speed-reps 0", []string{"--speed-reps", "0"}, []string{"--speed-reps 0", "1 to 1000"}},
-		{"samples -1", []string{"--samples", "-1"}, []string{"--samples -1", "0"}},
+		{"grid-rows -1", []string{"--grid-rows", "-1"}, []string{"--grid-rows -1", "0"}},
 		{"names repeated", []string{"--names", "a,a", "--runs", unet + "," + unet}, []string{"--names", "distinct"}},
 		{"stray argument", []string{"stray"}, []string{"stray"}},
 		{"fid-batch 0", []string{"--fid-batch", "0"}, []string{"--fid-batch 0", "at least 1"}},
@@ -391,14 +391,15 @@ func TestTrainFeaturesFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--data", tex, "--batch", "1", "--epochs", "1", "--size", "32"}, "test/ lacks class stone"},
+		{[]string{"--data", tex, "--batch-size", "1", "--epochs", "1", "--size", "32"}, "test/ lacks class stone"},
 		{[]string{"--data", dir, "--source", dir}, "--source and --data"},
 		{[]string{"--size", "64"}, "--data"},
 		{[]string{"--channels", "3"}, "--data"},
 		{[]string{"--data", dir, "--size", "48"}, "--size"},
 		{[]string{"--data", dir, "--channels", "2"}, "--channels"},
 		{[]string{"--data", dir, "--epochs", "0"}, "--epochs"},
-		{[]string{"--data", dir, "--samples", "3"}, "--samples"},
+		{[]string{"--data", dir, "--max-samples", "3"}, "--max-samples"},
+		{[]string{"--data", dir, "--samples", "3"}, "--max-samples"}, // the earlier name
 		{[]string{"--data", filepath.Join(dir, "none")}, "--data"},
 		{[]string{"--source", filepath.Join(dir, "none")}, "none"},
 		{[]string{"--data", dir, "stray"}, "stray"},

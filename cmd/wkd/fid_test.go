@@ -54,7 +54,7 @@ func TestEvalFIDAndKID(t *testing.T) {
 	cache := filepath.Join(dir, "cache")
 	eval := func(out string, extra ...string) metrics.Report {
 		args := append([]string{"--runs", strings.Join(runs, ","), "--features", feats, "--out", out,
-			"--speed-size", "32", "--speed-reps", "1", "--samples", "2"}, extra...)
+			"--speed-size", "32", "--speed-reps", "1", "--grid-rows", "2"}, extra...)
 		if err := runEval(args); err != nil {
 			t.Fatal(err)
 		}

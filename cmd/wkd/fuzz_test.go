@@ -1,8 +1,8 @@
 package main
 
 import (
-	"flag"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/spf13/pflag"
 
 	"wkd/models"
 	"wkd/ops"
@@ -49,7 +51,7 @@ func checkRunConfig(t *testing.T, args []string, distill bool) {
 	if err != nil {
 		return
 	}
-	fs := flag.NewFlagSet("fuzz", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("fuzz", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	bindRunFlags(fs, &f, distill)
 	fs.BoolVar(&f.overwrite, "overwrite", false, "")
@@ -146,7 +148,7 @@ var evalFixture struct {
 // folder, dataset and feature network: any flag set ends in an error or a report, never a
 // panic.
 func FuzzEvalAndTranslateFlags(f *testing.F) {
-	evalNames := []string{"max-images", "speed-size", "speed-reps", "samples", "levels", "fid-batch", "kid-subsets", "kid-subset-size", "names"}
+	evalNames := []string{"max-samples", "speed-size", "speed-reps", "grid-rows", "levels", "fid-batch", "kid-subsets", "kid-subset-size", "names"}
 	translateNames := []string{"netG", "ngf", "norm", "n-blocks", "num-downs", "input-nc", "output-nc", "G", "device", "aligned", "direction"}
 	f.Cleanup(func() {
 		if evalFixture.dir != "" {
@@ -182,5 +184,52 @@ func FuzzEvalAndTranslateFlags(f *testing.F) {
 		}
 		args := append([]string{"--runs", evalFixture.run, "--features", evalFixture.feats, "--out", out, "--speed-reps", "1"}, fuzzArgs(b, evalNames)...)
 		_ = runEval(args)
+	})
+}
+
+// FuzzCommandLines parses random command lines of every command as the binary does before it
+// runs one: the command's lookup, the one-dash rewriting, flag parsing and the argument check
+// end in an error or a parsed command line, never a panic.
+func FuzzCommandLines(f *testing.F) {
+	names := append(slices.Sorted(maps.Keys(commands)), "help", "completion", "nosuch", "")
+	var vocab []string
+	seen := map[string]bool{}
+	for _, n := range names[:len(commands)] {
+		cmd, _, err := newRoot([]string{n}, io.Discard, io.Discard).Find([]string{n})
+		if err != nil {
+			f.Fatal(err)
+		}
+		cmd.Flags().VisitAll(func(fl *pflag.Flag) {
+			if !seen[fl.Name] {
+				seen[fl.Name] = true
+				vocab = append(vocab, "--"+fl.Name, "-"+fl.Name, "--"+fl.Name+"=")
+			}
+		})
+	}
+	vocab = append(vocab, "-", "--", "-h", "--help", "-v", "--version", "-x", "=", "--=", "-=", "---", "--no-such")
+	vocab = append(vocab, fuzzValues...)
+	f.Add([]byte{0, 1, 2, 3})
+	f.Add([]byte{5, 200, 3, 40, 41})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) == 0 {
+			return
+		}
+		argv := []string{names[int(b[0])%len(names)]}
+		for i, c := range b[1:] {
+			tok := vocab[int(c)%len(vocab)]
+			if strings.HasSuffix(tok, "=") && i%2 == 0 {
+				tok += fuzzValues[int(c)%len(fuzzValues)]
+			}
+			argv = append(argv, tok)
+		}
+		root := newRoot(argv, io.Discard, io.Discard)
+		cmd, rest, err := root.Find(longDashes(root, argv))
+		if err != nil {
+			return
+		}
+		if err := cmd.ParseFlags(rest); err != nil {
+			return
+		}
+		_ = cmd.ValidateArgs(cmd.Flags().Args())
 	})
 }

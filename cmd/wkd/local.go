@@ -14,19 +14,24 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/spf13/pflag"
+
 	"wkd/node"
 	"wkd/trainer"
 )
 
 func init() {
-	register(command{name: "keygen", summary: "print a new random gossip key (base64) for a cluster", run: func([]string) error {
-		k, err := node.NewGossipKey()
-		if err != nil {
-			return err
-		}
-		fmt.Println(k)
-		return nil
-	}})
+	register(command{name: "keygen", summary: "print a new random gossip key (base64) for a cluster", group: groupCluster,
+		flags: func(*pflag.FlagSet, []string) func([]string) error {
+			return func([]string) error {
+				k, err := node.NewGossipKey()
+				if err != nil {
+					return err
+				}
+				fmt.Println(k)
+				return nil
+			}
+		}})
 }
 
 // runLocalCluster runs a job data-parallel on n node processes on this machine: an embedded
@@ -60,10 +65,6 @@ func runLocalCluster(job string, args []string, n int, cfg trainer.Config) error
 	if err != nil {
 		return err
 	}
-	rest := dropFlag(args, "local-nodes", true)
-	// A node's --name is the node's: the reference's run name becomes the run folder itself.
-	rest = dropFlag(dropFlag(rest, "name", true), "checkpoints_dir", true)
-	rest = append(rest, "--out", cfg.Dir)
 	fmt.Fprintf(os.Stderr, "local cluster: NATS at %s, %d nodes on %s\n", srv.ClientURL(), n, strings.Join(seeds, ","))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -71,9 +72,7 @@ func runLocalCluster(job string, args []string, n int, cfg trainer.Config) error
 	errs := make([]error, n)
 	cmds := make([]*exec.Cmd, n)
 	for i := range n {
-		a := append([]string{"node", "--job", job, "--name", fmt.Sprintf("node-%d", i), "--bind", seeds[i],
-			"--seeds", strings.Join(seeds, ","), "--nats", srv.ClientURL(), "--min-nodes", fmt.Sprint(n), "--quiet"}, rest...)
-		cmd := exec.CommandContext(ctx, exe, a...)
+		cmd := exec.CommandContext(ctx, exe, localNodeArgs(job, args, cfg.Dir, i, seeds, srv.ClientURL())...)
 		cmd.Env = append(os.Environ(), "WKD_NATS_TOKEN="+token, "WKD_GOSSIP_KEY="+key)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
@@ -115,6 +114,17 @@ func dropFlag(args []string, name string, takesValue bool) []string {
 		out = append(out, a)
 	}
 	return out
+}
+
+// localNodeArgs is the command line of node i of a local cluster running job with the flags
+// args: those of train or distill but --local-nodes, and the run folder as --out (a node's
+// --name is the node's, so the reference's run name becomes the folder itself).
+func localNodeArgs(job string, args []string, dir string, i int, seeds []string, natsURL string) []string {
+	rest := dropFlag(args, "local-nodes", true)
+	rest = dropFlag(dropFlag(rest, "name", true), "checkpoints_dir", true)
+	return append(append([]string{"node", "--job", job, "--name", fmt.Sprintf("node-%d", i), "--bind", seeds[i],
+		"--seeds", strings.Join(seeds, ","), "--nats", natsURL, "--min-nodes", fmt.Sprint(len(seeds)), "--quiet"}, rest...),
+		"--out", dir)
 }
 
 // freePorts finds n ports free for both TCP and UDP on loopback (memberlist uses both).

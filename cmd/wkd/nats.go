@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,78 +11,76 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 
 	"wkd/node"
 )
 
 func init() {
-	register(command{name: "nats", summary: "run the NATS server the cluster's all-reduce and logs go through", run: runNATS})
+	register(command{name: "nats", summary: "run the NATS server the cluster's all-reduce and logs go through", group: groupCluster, flags: natsFlags})
 }
 
 // natsMaxPayloadLimit is nats-server's own ceiling for max_payload.
 const natsMaxPayloadLimit = 64 << 20
 
-func runNATS(args []string) error {
-	fs := flag.NewFlagSet("wkd nats", flag.ContinueOnError)
+func natsFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 	host := fs.String("host", "0.0.0.0", "listen address (127.0.0.1 for one machine)")
 	port := fs.Int("port", node.DefaultNATSPort, "client port (0 picks a free one)")
-	token := fs.String("token", "", "client token; prefer --token-file or "+node.NATSTokenEnv+" (flags show in ps)")
-	tokenFile := fs.String("token-file", "", "file whose first line is the client token")
+	token := fs.String("nats-token", "", "client token; prefer --nats-token-file or "+node.NATSTokenEnv+" (flags show in ps)")
+	tokenFile := fs.String("nats-token-file", "", "file whose first line is the client token")
 	user := fs.String("user", "", "client user name (with --password), instead of a token")
 	password := fs.String("password", "", "client password (with --user)")
 	insecure := fs.Bool("insecure-no-auth", false, "let anyone connect; only on a sealed network")
 	maxPayload := fs.String("max-payload", "8MiB", "largest message: bytes, or a number with KiB or MiB (at most 64MiB)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags only)", fs.Arg(0))
-	}
-	mp, err := natsParseSize(*maxPayload)
-	if err != nil || mp <= 0 || mp > natsMaxPayloadLimit {
-		return fmt.Errorf("--max-payload %q: want a size from 1 to 64MiB, like 8MiB or 1048576", *maxPayload)
-	}
-	if *port < 0 || *port > 65535 {
-		return fmt.Errorf("--port %d: want 0..65535", *port)
-	}
-	tok, err := node.LoadToken(*token, *tokenFile)
-	if err != nil {
-		return fmt.Errorf("--token-file: %w", err)
-	}
-	if (*user == "") != (*password == "") {
-		return fmt.Errorf("--user and --password go together")
-	}
-	if tok != "" && *user != "" {
-		return fmt.Errorf("give a token or --user/--password, not both")
-	}
-	if tok == "" && *user == "" && !*insecure {
-		return fmt.Errorf("no client credentials: give --token-file, %s or --token (or --user/--password); --insecure-no-auth runs without", node.NATSTokenEnv)
-	}
+	renamed(fs, "token", "nats-token")
+	renamed(fs, "token-file", "nats-token-file")
+	return func(args []string) error {
+		mp, err := natsParseSize(*maxPayload)
+		if err != nil || mp <= 0 || mp > natsMaxPayloadLimit {
+			return fmt.Errorf("--max-payload %q: want a size from 1 to 64MiB, like 8MiB or 1048576", *maxPayload)
+		}
+		if *port < 0 || *port > 65535 {
+			return fmt.Errorf("--port %d: want 0..65535", *port)
+		}
+		tok, err := node.LoadToken(*token, *tokenFile)
+		if err != nil {
+			return fmt.Errorf("--nats-token-file: %w", err)
+		}
+		if (*user == "") != (*password == "") {
+			return fmt.Errorf("--user and --password go together")
+		}
+		if tok != "" && *user != "" {
+			return fmt.Errorf("give a token or --user/--password, not both")
+		}
+		if tok == "" && *user == "" && !*insecure {
+			return fmt.Errorf("no client credentials: give --nats-token-file, %s or --nats-token (or --user/--password); --insecure-no-auth runs without", node.NATSTokenEnv)
+		}
 
-	zerolog.TimeFieldFormat = time.RFC3339Nano
-	host0, _ := os.Hostname()
-	log := zerolog.New(os.Stdout).With().Timestamp().Str("node", host0).Str("component", "nats").Logger()
-	cfg := node.NATSConfig{Host: *host, Port: *port, Token: tok, User: *user, Password: *password,
-		InsecureNoAuth: *insecure, MaxPayload: int32(mp), Log: &log}
-	srv, err := node.StartNATS(cfg)
-	if err != nil {
-		return err
-	}
-	auth := "token"
-	switch {
-	case *user != "":
-		auth = "user/password"
-	case tok == "":
-		auth = "none (insecure)"
-	}
-	log.Info().Str("url", srv.ClientURL()).Int("port", srv.Port()).Int64("max_payload", mp).Str("auth", auth).Msg("NATS ready")
+		zerolog.TimeFieldFormat = time.RFC3339Nano
+		host0, _ := os.Hostname()
+		log := zerolog.New(os.Stdout).With().Timestamp().Str("node", host0).Str("component", "nats").Logger()
+		cfg := node.NATSConfig{Host: *host, Port: *port, Token: tok, User: *user, Password: *password,
+			InsecureNoAuth: *insecure, MaxPayload: int32(mp), Log: &log}
+		srv, err := node.StartNATS(cfg)
+		if err != nil {
+			return err
+		}
+		auth := "token"
+		switch {
+		case *user != "":
+			auth = "user/password"
+		case tok == "":
+			auth = "none (insecure)"
+		}
+		log.Info().Str("url", srv.ClientURL()).Int("port", srv.Port()).Int64("max_payload", mp).Str("auth", auth).Msg("NATS ready")
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
-	log.Info().Msg("signal: shutting down")
-	srv.Shutdown()
-	return nil
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		<-ctx.Done()
+		log.Info().Msg("signal: shutting down")
+		srv.Shutdown()
+		return nil
+	}
 }
 
 // natsParseSize reads "8388608", "512KiB", "8MiB" (also KB/MB/K/M, all binary).

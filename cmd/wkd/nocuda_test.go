@@ -15,7 +15,7 @@ func TestDeviceCUDANeedsTheCUDABuild(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "run")
 	for _, name := range []string{"train", "distill"} {
-		err := commands[name].run([]string{"--device", "cuda", "--data", dir, "--out", out})
+		err := wkd(name, "--device", "cuda", "--data", dir, "--out", out)
 		if err == nil || !strings.Contains(err.Error(), "--device cuda") || !strings.Contains(err.Error(), "go build -tags cuda ./cmd/wkd") {
 			t.Errorf("wkd %s --device cuda: %v; want an error naming --device cuda and how to build with CUDA", name, err)
 		}
@@ -23,7 +23,7 @@ func TestDeviceCUDANeedsTheCUDABuild(t *testing.T) {
 	if _, err := os.Stat(out); err == nil {
 		t.Error("a refused run created its run folder")
 	}
-	err := commands["translate"].run([]string{"--device", "cuda", "--weights", "g.safetensors", "--input", dir})
+	err := runTranslate([]string{"--device", "cuda", "--weights", "g.safetensors", "--input", dir})
 	if err == nil || !strings.Contains(err.Error(), "--device cuda") {
 		t.Errorf("wkd translate --device cuda: %v; want an error naming --device cuda", err)
 	}

@@ -1,12 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 
 	"wkd/allreduce"
 	"wkd/internal/safetensors"
@@ -30,7 +31,11 @@ import (
 )
 
 func init() {
-	register(command{name: "node", summary: "one member of a training cluster: --job train|distill plus that job's flags", run: runNode})
+	register(command{name: "node", summary: "one member of a training cluster: --job train|distill plus that job's flags", group: groupCluster,
+		long: "One member of a training cluster. The nodes find each other by gossip (--seeds), train\n" +
+			"data-parallel on their shares of the batch and average gradients over NATS (--nats).\n" +
+			"Beside the cluster flags, a node takes the flags of its job: wkd train or wkd distill.",
+		flags: nodeFlags, help: printReferenceNames})
 }
 
 // clusterFlags are the flags of a cluster member, beside its job's flags.
@@ -54,9 +59,20 @@ type clusterFlags struct {
 	overlap   bool
 }
 
-func bindClusterFlags(fs *flag.FlagSet, c *clusterFlags) {
+func bindClusterFlags(fs *pflag.FlagSet, c *clusterFlags) {
 	host, _ := os.Hostname()
-	fs.StringVar(&c.job, "job", "distill", "what the cluster runs: train (a teacher) or distill (a student)")
+	// jobFor read --job into c.job before the flags were bound, the job's flags following
+	// it: here it is only checked.
+	c.job = cmp.Or(c.job, "distill")
+	fs.Var(funcFlag{typ: "name", get: func() string { return c.job }, set: func(v string) error {
+		switch {
+		case v != "train" && v != "distill":
+			return errors.New("use train or distill")
+		case v != c.job:
+			return fmt.Errorf("--job %s after --job %s: give one", v, c.job)
+		}
+		return nil
+	}}, "job", "what the cluster runs: train (a teacher) or distill (a student)")
 	fs.StringVar(&c.name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "unique node name; ranks follow names in sorted order")
 	fs.StringVar(&c.bind, "bind", "0.0.0.0:7946", "memberlist address (TCP and UDP) host:port; port 0 picks one")
 	fs.StringVar(&c.advertise, "advertise", "", "address other nodes reach this one at (default: the bind address)")
@@ -79,6 +95,8 @@ func bindClusterFlags(fs *flag.FlagSet, c *clusterFlags) {
 func jobFor(args []string) string {
 	for i, a := range args {
 		switch {
+		case a == "--":
+			return "distill"
 		case (a == "--job" || a == "-job") && i+1 < len(args):
 			return args[i+1]
 		case strings.HasPrefix(a, "--job=") || strings.HasPrefix(a, "-job="):
@@ -88,24 +106,28 @@ func jobFor(args []string) string {
 	return "distill"
 }
 
-func runNode(args []string) error {
-	job := jobFor(args)
-	if job != "train" && job != "distill" {
-		return fmt.Errorf("--job %q: use train or distill", job)
-	}
-	distill := job == "distill"
-	f, err := newRunFlags(args, distill)
-	if err != nil {
-		return err
-	}
-	var cf clusterFlags
-	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+// nodeFlags binds the cluster flags and those of the job --job names.
+func nodeFlags(fs *pflag.FlagSet, argv []string) func([]string) error {
+	job := jobFor(argv)
+	distill := job != "train"
+	f, presetErr := newRunFlags(argv, distill)
+	cf := clusterFlags{job: job}
 	bindClusterFlags(fs, &cf) // first: its --name (the node's) stands, not the reference's run name
 	bindRunFlags(fs, &f, distill)
-	cfg, err := parseRun(fs, &f, args, distill)
-	if err != nil {
-		return err
+	return func([]string) error {
+		if presetErr != nil {
+			return presetErr
+		}
+		cfg, err := resolveRun(fs, &f, distill)
+		if err != nil {
+			return err
+		}
+		return runNode(cf, f, cfg)
 	}
+}
+
+// runNode runs one cluster member until its job ends.
+func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 	if cf.minNodes > cfg.BatchSize {
 		return fmt.Errorf("--min-nodes %d is more than --batch-size %d (the global batch): every node needs a sample", cf.minNodes, cfg.BatchSize)
 	}

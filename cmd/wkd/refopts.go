@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -9,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"wkd/trainer"
 )
@@ -46,21 +47,6 @@ type refFlags struct {
 	ignored                           []string
 }
 
-// aliasValue is a second name of a flag.
-type aliasValue struct{ target flag.Value }
-
-func (a aliasValue) String() string {
-	if a.target == nil {
-		return ""
-	}
-	return a.target.String()
-}
-func (a aliasValue) Set(s string) error { return a.target.Set(s) }
-func (a aliasValue) IsBoolFlag() bool {
-	b, ok := a.target.(interface{ IsBoolFlag() bool })
-	return ok && b.IsBoolFlag()
-}
-
 // isReferenceName reports whether a flag of fs exists only as the reference's spelling.
 func isReferenceName(name string) bool {
 	_, alias := referenceAliases[name]
@@ -71,11 +57,13 @@ func isReferenceName(name string) bool {
 
 // bindReferenceFlags adds the reference's option names to a run's flag set, but for names the
 // set already has (wkd node's --name is the node's).
-func bindReferenceFlags(fs *flag.FlagSet, f *runFlags, r *refFlags) {
+func bindReferenceFlags(fs *pflag.FlagSet, f *runFlags, r *refFlags) {
 	has := func(name string) bool { return fs.Lookup(name) != nil }
+	own := map[string]bool{} // the set's flags before the reference's are added
+	fs.VisitAll(func(fl *pflag.Flag) { own[fl.Name] = true })
 	for _, alias := range slices.Sorted(maps.Keys(referenceAliases)) {
 		if target := fs.Lookup(referenceAliases[alias]); target != nil && !has(alias) {
-			fs.Var(aliasValue{target.Value}, alias, "the reference's name of --"+referenceAliases[alias])
+			fs.VarPF(aliasValue{target.Value}, alias, "", "the reference's name of --"+referenceAliases[alias]).NoOptDefVal = target.NoOptDefVal
 		}
 	}
 	r.checkpointsDir = "checkpoints"
@@ -84,7 +72,7 @@ func bindReferenceFlags(fs *flag.FlagSet, f *runFlags, r *refFlags) {
 		fs.StringVar(&r.checkpointsDir, "checkpoints_dir", "checkpoints", "with --name: the folder of run folders")
 	}
 	fs.StringVar(&r.datasetMode, "dataset_mode", "", "aligned (pix2pix) or unaligned (cyclegan): follows --model, checked")
-	fs.Func("gpu_ids", "the reference's devices: -1 is --device cpu, one GPU id is --device cuda", func(s string) error {
+	fs.Var(funcFlag{typ: "ids", set: func(s string) error {
 		switch {
 		case s == "-1":
 			f.cfg.Device = trainer.DeviceCPU
@@ -94,7 +82,7 @@ func bindReferenceFlags(fs *flag.FlagSet, f *runFlags, r *refFlags) {
 			return fmt.Errorf("%q: wkd runs on one device per process; use -1 (CPU) or 0 (GPU 0), and --local-nodes or wkd node for several", s)
 		}
 		return nil
-	})
+	}}, "gpu_ids", "the reference's devices: -1 is --device cpu, one GPU id is --device cuda")
 	for _, name := range referenceIgnored {
 		note := func(string) error {
 			r.ignored = append(r.ignored, "--"+name)
@@ -103,25 +91,27 @@ func bindReferenceFlags(fs *flag.FlagSet, f *runFlags, r *refFlags) {
 		if referenceSwitches[name] {
 			fs.BoolFunc(name, "the reference's display and logging switch: taken and ignored", note)
 		} else {
-			fs.Func(name, "the reference's display and logging option: taken and ignored", note)
+			fs.Var(funcFlag{typ: "value", set: note}, name, "the reference's display and logging option: taken and ignored")
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(referenceFixed)) {
 		want := referenceFixed[name]
-		fs.Func(name, "the reference's option; only "+want+" is implemented", func(s string) error {
+		fs.Var(funcFlag{typ: "value", set: func(s string) error {
 			if s != want {
 				return fmt.Errorf("%q: wkd implements only %s", s, want)
 			}
 			return nil
-		})
+		}}, name, "the reference's option; only "+want+" is implemented")
 	}
+	// Help lists the reference's spellings apart (printReferenceNames), not beside wkd's.
+	fs.VisitAll(func(fl *pflag.Flag) { fl.Hidden = fl.Hidden || !own[fl.Name] })
 }
 
 // applyReferenceFlags turns --name, --checkpoints_dir and --dataset_mode into wkd's settings.
-func applyReferenceFlags(fs *flag.FlagSet, f *runFlags, r *refFlags) error {
+func applyReferenceFlags(fs *pflag.FlagSet, f *runFlags, r *refFlags) error {
 	if r.name != "" {
 		outSet := false
-		fs.Visit(func(fl *flag.Flag) { outSet = outSet || fl.Name == "out" })
+		fs.Visit(func(fl *pflag.Flag) { outSet = outSet || fl.Name == "out" })
 		if outSet {
 			return fmt.Errorf("--name %s and --out: give one (--name puts the run in --checkpoints_dir/NAME)", r.name)
 		}
@@ -139,24 +129,32 @@ func applyReferenceFlags(fs *flag.FlagSet, f *runFlags, r *refFlags) error {
 	return nil
 }
 
-// printRunFlags prints a run's flags without the reference's spellings, then names those.
-func printRunFlags(w io.Writer, fs *flag.FlagSet) {
+// printReferenceNames names the reference's spellings a run's flags accept, which its help
+// leaves out of the list of flags.
+func printReferenceNames(w io.Writer, fs *pflag.FlagSet) {
 	var ref []string
-	fs.VisitAll(func(fl *flag.Flag) {
-		if isReferenceName(fl.Name) {
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Hidden && isReferenceName(fl.Name) {
 			ref = append(ref, "--"+fl.Name)
-			return
 		}
-		kind, usage := flag.UnquoteUsage(fl)
-		line := "  -" + fl.Name
-		if kind != "" {
-			line += " " + kind
-		}
-		line += "\n    \t" + strings.ReplaceAll(usage, "\n", "\n    \t")
-		if d := fl.DefValue; d != "" && d != "0" && d != "false" {
-			line += fmt.Sprintf(" (default %s)", d)
-		}
-		fmt.Fprintln(w, line)
 	})
-	fmt.Fprintf(w, "\nThe options of pytorch-CycleGAN-and-pix2pix are accepted as it spells them: %s.\n", strings.Join(ref, ", "))
+	fmt.Fprintf(w, "\nThe options of pytorch-CycleGAN-and-pix2pix are accepted as it spells them:\n%s.\n", wrap(strings.Join(ref, ", "), 96, "  "))
+}
+
+// wrap breaks s at spaces into lines of at most width, each starting with indent.
+func wrap(s string, width int, indent string) string {
+	var b strings.Builder
+	line := indent
+	for _, w := range strings.Fields(s) {
+		if len(line) > len(indent) && len(line)+1+len(w) > width {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += w
+	}
+	b.WriteString(line)
+	return b.String()
 }

@@ -5,8 +5,10 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -167,11 +169,11 @@ func TestTranslateInputs(t *testing.T) {
 	}
 }
 
-func TestDidYouMean(t *testing.T) {
+func TestClosestName(t *testing.T) {
+	names := slices.Collect(maps.Keys(commands))
 	for in, want := range map[string]string{"trian": "train", "distil": "distill", "evl": "eval", "convet": "convert", "zzzzzzzz": ""} {
-		got := didYouMean(in)
-		if (want == "") != (got == "") || (want != "" && !strings.Contains(got, `"`+want+`"`)) {
-			t.Errorf("didYouMean(%q) = %q, want a hint of %q", in, got, want)
+		if got := closest(in, names); got != want {
+			t.Errorf("closest(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

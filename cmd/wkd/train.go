@@ -1,9 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,15 +16,24 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 
+	"wkd/data"
 	"wkd/models"
 	"wkd/ops"
 	"wkd/trainer"
 )
 
 func init() {
-	register(command{name: "train", summary: "train a teacher GAN (pix2pix or CycleGAN) from scratch", run: func(a []string) error { return runTrain("train", a) }})
-	register(command{name: "distill", summary: "distill a small student generator from a teacher (--kd wavelet|pixel|none)", run: func(a []string) error { return runTrain("distill", a) }})
+	register(command{name: "train", summary: "train a teacher GAN (pix2pix or CycleGAN) from scratch", group: groupMake,
+		long:  "Trains a pix2pix or CycleGAN teacher with the reference recipe.",
+		flags: func(fs *pflag.FlagSet, argv []string) func([]string) error { return trainFlags("train", fs, argv) },
+		help:  printReferenceNames})
+	register(command{name: "distill", summary: "distill a small student generator from a teacher (--kd wavelet|pixel|none)", group: groupMake,
+		long: "Trains a small student generator against a frozen teacher: the task loss plus alpha * KD,\n" +
+			"KD being the teacher's high-frequency Haar bands (wavelet), its pixels, or nothing.",
+		flags: func(fs *pflag.FlagSet, argv []string) func([]string) error { return trainFlags("distill", fs, argv) },
+		help:  printReferenceNames})
 }
 
 // runFlags are the flags of train and distill, bound onto a Config.
@@ -48,6 +57,8 @@ func presetFor(args []string) (trainer.Config, error) {
 	for i, a := range args {
 		v, ok := "", false
 		switch {
+		case a == "--":
+			return trainer.DefaultPix2Pix(), nil
 		case a == "--model" || a == "-model":
 			if i+1 < len(args) {
 				v, ok = args[i+1], true
@@ -68,10 +79,20 @@ func presetFor(args []string) (trainer.Config, error) {
 	return trainer.DefaultPix2Pix(), nil
 }
 
-func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
+func bindRunFlags(fs *pflag.FlagSet, f *runFlags, distill bool) {
 	c := &f.cfg
 	model := string(c.Task)
-	fs.Func("model", "pix2pix|cyclegan: the task and its recipe; other defaults follow it (shown: "+model+")", func(string) error { return nil })
+	// presetFor read --model before the flags were bound, their defaults following it: here
+	// it is only checked.
+	fs.Var(funcFlag{typ: "name", get: func() string { return model }, set: func(v string) error {
+		switch {
+		case v != "pix2pix" && v != "cyclegan" && v != "cycle_gan":
+			return errors.New("use pix2pix or cyclegan")
+		case trainer.Task(strings.ReplaceAll(v, "_", "")) != c.Task:
+			return fmt.Errorf("--model %s after --model %s: give one", v, c.Task)
+		}
+		return nil
+	}}, "model", "pix2pix|cyclegan: the task and its recipe; the defaults shown follow it")
 	fs.StringVar(&c.Data, "data", "datasets/edges2shoes-mini", "dataset folder: aligned (train/, test/) for pix2pix, unaligned (trainA/, trainB/, ...) for cyclegan")
 	fs.StringVar(&c.Dir, "out", "runs/"+map[bool]string{false: "teacher", true: "student"}[distill], "run folder: config.json, log.jsonl, ckpt/, final weights")
 	fs.Var(&c.G.Kind, "netG", "generator: "+models.KindNames()+" (generators only)")
@@ -85,14 +106,14 @@ func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
 	fs.BoolVar(&f.noDropout, "no-dropout", !c.G.Dropout, "no dropout in the generator")
 	fs.IntVar(&c.G.InputNC, "input-nc", 3, "input channels: 1 (grayscale) or 3 (RGB)")
 	fs.IntVar(&c.G.OutputNC, "output-nc", 3, "output channels: 1 or 3")
-	fs.Func("gan-mode", "vanilla|lsgan (default "+string(c.GANMode)+")", func(s string) error { c.GANMode = trainer.GANMode(s); return nil })
-	fs.Func("lambda-l1", fmt.Sprintf("pix2pix L1 weight (default %g)", c.LambdaL1), floatSetter(&c.LambdaL1))
-	fs.Func("lambda-A", fmt.Sprintf("CycleGAN cycle weight A->B->A (default %g)", c.LambdaA), floatSetter(&c.LambdaA))
-	fs.Func("lambda-B", fmt.Sprintf("CycleGAN cycle weight B->A->B (default %g)", c.LambdaB), floatSetter(&c.LambdaB))
-	fs.Func("lambda-identity", fmt.Sprintf("CycleGAN identity weight, relative to the cycle weights (default %g)", c.LambdaIdentity), floatSetter(&c.LambdaIdentity))
+	fs.StringVar((*string)(&c.GANMode), "gan-mode", string(c.GANMode), "vanilla|lsgan")
+	fs.Float32Var(&c.LambdaL1, "lambda-l1", c.LambdaL1, "pix2pix L1 weight")
+	fs.Float32Var(&c.LambdaA, "lambda-A", c.LambdaA, "CycleGAN cycle weight A->B->A")
+	fs.Float32Var(&c.LambdaB, "lambda-B", c.LambdaB, "CycleGAN cycle weight B->A->B")
+	fs.Float32Var(&c.LambdaIdentity, "lambda-identity", c.LambdaIdentity, "CycleGAN identity weight, relative to the cycle weights")
 	fs.IntVar(&c.PoolSize, "pool-size", c.PoolSize, "image pool size (CycleGAN); 0 disables it")
-	fs.Func("lr", fmt.Sprintf("Adam learning rate (default %g)", c.LR), floatSetter(&c.LR))
-	fs.Func("beta1", fmt.Sprintf("Adam beta1 (default %g)", c.Beta1), floatSetter(&c.Beta1))
+	fs.Float32Var(&c.LR, "lr", c.LR, "Adam learning rate")
+	fs.Float32Var(&c.Beta1, "beta1", c.Beta1, "Adam beta1")
 	fs.IntVar(&c.Epochs, "epochs", 10, "epochs at the initial learning rate")
 	fs.IntVar(&c.EpochsDecay, "epochs-decay", 10, "epochs with the learning rate decaying linearly to 0")
 	fs.IntVar(&c.BatchSize, "batch-size", c.BatchSize, "global batch size (summed over nodes)")
@@ -100,18 +121,9 @@ func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
 	fs.IntVar(&c.LoadSize, "load-size", 36, "resize images to this size before cropping")
 	fs.IntVar(&c.CropSize, "crop-size", 32, "random crop size (the training resolution)")
 	fs.BoolVar(&c.NoFlip, "no-flip", false, "no random horizontal flips")
-	fs.Func("direction", "AtoB|BtoA: which side of the data is the input; BtoA swaps them, as facades and maps need (default AtoB)", func(v string) error {
-		switch v {
-		case "AtoB", "BtoA":
-			c.BtoA = v == "BtoA"
-			return nil
-		}
-		return fmt.Errorf("%q: use AtoB or BtoA", v)
-	})
-	fs.Func("preprocess", "resize_and_crop|crop|scale_width_and_crop: how images become --crop-size squares (default resize_and_crop)", func(v string) error {
-		c.Preprocess = v
-		return nil
-	})
+	fs.Var(directionFlag(&c.BtoA), "direction", "AtoB|BtoA: which side of the data is the input; BtoA swaps them, as facades and maps need")
+	fs.Var(funcFlag{typ: "name", set: func(v string) error { c.Preprocess = v; return nil }, get: func() string { return cmp.Or(c.Preprocess, "resize_and_crop") }},
+		"preprocess", "resize_and_crop|crop|scale_width_and_crop: how images become --crop-size squares")
 	fs.IntVar(&c.MaxSamples, "max-samples", 0, "use at most this many training images (0: all)")
 	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "write a checkpoint every N steps (and at the end)")
 	fs.IntVar(&c.KeepCheckpoints, "keep-checkpoints", c.KeepCheckpoints, "how many recent checkpoints to keep")
@@ -121,62 +133,88 @@ func bindRunFlags(fs *flag.FlagSet, f *runFlags, distill bool) {
 	fs.StringVar(&c.Device, "device", "", "cpu|cuda: where networks, activations and optimizer state live; cuda (GPU 0) needs a binary built with -tags cuda (default cpu for a new run; with --resume, the device the run was saved with)")
 	fs.BoolVar(&f.resume, "resume", false, "continue from the newest checkpoint in --out")
 	fs.StringVar(&f.resumeFrom, "resume-from", "", "continue from this checkpoint file")
-	fs.StringVar(&f.logFormat, "log-format", "auto", "console|json|auto (console on a terminal)")
+	f.logFormat = "auto"
+	fs.Var(funcFlag{typ: "name", get: func() string { return f.logFormat }, set: func(v string) error {
+		if v != "console" && v != "json" && v != "auto" {
+			return errors.New("use console, json or auto")
+		}
+		f.logFormat = v
+		return nil
+	}}, "log-format", "console|json|auto (console on a terminal)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress bar")
 	if distill {
 		fs.StringVar(&c.Teacher, "teacher", "runs/teacher", "teacher: a wkd run folder, or a weights file with --teacher-netG/--teacher-ngf")
-		fs.Var(&c.TeacherG.Kind, "teacher-netG", "teacher architecture when --teacher is a weights file that does not record it: "+models.GeneratorNames())
+		fs.Var(optionalName(&c.TeacherG.Kind), "teacher-netG", "teacher architecture when --teacher is a weights file that does not record it: "+models.GeneratorNames())
 		fs.IntVar(&c.TeacherG.NGF, "teacher-ngf", 64, "teacher width, with --teacher-netG")
-		fs.Var(&f.teacherNorm, "teacher-norm", "teacher normalization, with --teacher-netG: "+models.NormNames()+" (default: --norm)")
+		fs.Var(optionalName(&f.teacherNorm), "teacher-norm", "teacher normalization, with --teacher-netG: "+models.NormNames()+" (default: --norm)")
 		fs.IntVar(&c.TeacherG.NBlocks, "teacher-n-blocks", 9, "teacher residual blocks, with --teacher-netG resnet")
 		fs.IntVar(&c.TeacherG.NumDowns, "teacher-num-downs", 8, "teacher downsamplings, with --teacher-netG unet")
 		fs.BoolVar(&f.teacherNoDropout, "teacher-no-dropout", !c.G.Dropout, "the teacher has no dropout layers, with --teacher-netG")
-		fs.Func("kd", "wavelet|pixel|none: what the student learns from the teacher (default wavelet)", func(s string) error { c.KD = trainer.KD(s); return nil })
-		fs.Func("alpha", fmt.Sprintf("weight of the KD term (default %g); the log's kd_share helps set it", c.Alpha), floatSetter(&c.Alpha))
+		fs.StringVar((*string)(&c.KD), "kd", string(c.KD), "wavelet|pixel|none: what the student learns from the teacher")
+		fs.Float32Var(&c.Alpha, "alpha", c.Alpha, "weight of the KD term; the log's kd_share helps set it")
 		fs.IntVar(&c.Levels, "levels", c.Levels, "Haar DWT levels of wavelet KD")
-		fs.Func("kd-loss", "l1|mse: distance of the KD term (default l1)", func(s string) error { c.KDLoss = trainer.Dist(s); return nil })
+		fs.StringVar((*string)(&c.KDLoss), "kd-loss", string(c.KDLoss), "l1|mse: distance of the KD term")
 		fs.BoolVar(&c.UseTeacherD, "use-teacher-d", false, "start the student's discriminator from the teacher's (its run folder's newest checkpoint); needs the teacher's --netD, --ndf, --n-layers-D and --norm")
 	}
 	bindReferenceFlags(fs, f, &f.ref)
 }
 
-func floatSetter(dst *float32) func(string) error {
-	return func(s string) error {
-		var v float64
-		if _, err := fmt.Sscan(s, &v); err != nil {
-			return fmt.Errorf("%q is not a number", s)
+// optionalName is a flag of a models name whose zero value means "not given".
+func optionalName[T interface {
+	comparable
+	String() string
+}, P interface {
+	*T
+	Set(string) error
+}](v P) funcFlag {
+	return funcFlag{typ: "name", set: P(v).Set, get: func() string {
+		var zero T
+		if *v == zero {
+			return ""
 		}
-		*dst = float32(v)
-		return nil
-	}
+		return (*v).String()
+	}}
 }
 
-func runTrain(name string, args []string) error {
+// directionFlag is --direction: AtoB or BtoA, stored as whether the sides swap.
+func directionFlag(btoa *bool) funcFlag {
+	return funcFlag{typ: "name",
+		set: func(v string) error {
+			switch v {
+			case "AtoB", "BtoA":
+				*btoa = v == "BtoA"
+				return nil
+			}
+			return fmt.Errorf("%q: use AtoB or BtoA", v)
+		},
+		get: func() string { return map[bool]string{false: "AtoB", true: "BtoA"}[*btoa] }}
+}
+
+// runTrain runs wkd train or wkd distill in this process.
+func runTrain(name string, args []string) error { return wkd(append([]string{name}, args...)...) }
+
+// trainFlags binds the flags of train or distill and returns the run.
+func trainFlags(name string, fs *pflag.FlagSet, argv []string) func([]string) error {
 	distill := name == "distill"
-	f, err := newRunFlags(args, distill)
-	if err != nil {
-		return err
-	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	f, presetErr := newRunFlags(argv, distill)
 	bindRunFlags(fs, &f, distill)
 	fs.BoolVar(&f.overwrite, "overwrite", false, "start afresh in an --out that holds a run: delete its checkpoints, log and weights first")
 	fs.IntVar(&f.localNodes, "local-nodes", 0, "train data-parallel on N node processes on this machine, with an embedded NATS server")
 	fs.Bool("overlap", true, "with --local-nodes: average gradient buckets while backward still runs")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: wkd %s [flags]\n\n", name)
-		if distill {
-			fmt.Fprintln(fs.Output(), "Trains a small student generator against a frozen teacher: the task loss plus alpha * KD,")
-			fmt.Fprintln(fs.Output(), "KD being the teacher's high-frequency Haar bands (wavelet), its pixels, or nothing.")
-		} else {
-			fmt.Fprintln(fs.Output(), "Trains a pix2pix or CycleGAN teacher with the reference recipe.")
+	return func(args []string) error {
+		if presetErr != nil {
+			return presetErr
 		}
-		fmt.Fprintf(fs.Output(), "\nFlags:\n")
-		printRunFlags(fs.Output(), fs)
+		cfg, err := resolveRun(fs, &f, distill)
+		if err != nil {
+			return err
+		}
+		return train(name, argv[slices.Index(argv, name)+1:], f, cfg)
 	}
-	cfg, err := parseRun(fs, &f, args, distill)
-	if err != nil {
-		return err
-	}
+}
+
+// train runs a train or distill job as its flags say: here, or on --local-nodes processes.
+func train(name string, args []string, f runFlags, cfg trainer.Config) error {
 	if !f.resume && f.resumeFrom == "" {
 		if err := freshRunFolder(cfg.Dir, f.overwrite); err != nil {
 			return err
@@ -269,14 +307,9 @@ func applySmallDefaults(preset *trainer.Config, distill bool) {
 	}
 }
 
-// parseRun parses a run's flags and resolves its configuration.
-func parseRun(fs *flag.FlagSet, f *runFlags, args []string, distill bool) (trainer.Config, error) {
-	if err := fs.Parse(args); err != nil {
-		return trainer.Config{}, err
-	}
-	if fs.NArg() > 0 {
-		return trainer.Config{}, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
-	}
+// resolveRun turns a run's parsed flags into its configuration: the flags of a new run, or
+// the saved configuration of the run --resume continues.
+func resolveRun(fs *pflag.FlagSet, f *runFlags, distill bool) (trainer.Config, error) {
 	if f.localNodes < 0 || f.localNodes > maxLocalNodes {
 		return trainer.Config{}, fmt.Errorf("--local-nodes %d: use 0 (one process) to %d node processes", f.localNodes, maxLocalNodes)
 	}
@@ -286,7 +319,7 @@ func parseRun(fs *flag.FlagSet, f *runFlags, args []string, distill bool) (train
 	cfg := f.apply(distill)
 	if f.resume || f.resumeFrom != "" {
 		var err error
-		if cfg, err = resumedConfig(fs, givenValues(fs, args), cfg, f.resumeFrom, distill); err != nil {
+		if cfg, err = resumedConfig(fs, cfg, f.resumeFrom, distill); err != nil {
 			return cfg, err
 		}
 	}
@@ -332,7 +365,7 @@ var resumeFlags = map[string]bool{"out": true, "resume": true, "resume-from": tr
 // a flag given now that would change it is refused, naming it, rather than dropped unseen.
 // The configuration comes from --out, or for --resume-from a checkpoint of another folder
 // when --out has none yet, from the checkpoint's run folder.
-func resumedConfig(fs *flag.FlagSet, given map[string]string, cfg trainer.Config, resumeFrom string, distill bool) (trainer.Config, error) {
+func resumedConfig(fs *pflag.FlagSet, cfg trainer.Config, resumeFrom string, distill bool) (trainer.Config, error) {
 	from := cfg.Dir
 	if _, err := os.Stat(filepath.Join(cfg.Dir, "config.json")); err != nil && resumeFrom != "" {
 		// ckpt files live in <run>/ckpt/.
@@ -346,22 +379,19 @@ func resumedConfig(fs *flag.FlagSet, given map[string]string, cfg trainer.Config
 		return cfg, fmt.Errorf("--resume: %w", err)
 	}
 	var changed []string
-	fs.Visit(func(fl *flag.Flag) {
+	fs.Visit(func(fl *pflag.Flag) {
 		if resumeFlags[fl.Name] || slices.Contains(referenceIgnored, fl.Name) {
 			return
 		}
 		// The saved run with only this flag applied: a change if it differs.
 		var probe runFlags
-		pfs := flag.NewFlagSet("probe", flag.ContinueOnError)
+		pfs := pflag.NewFlagSet("probe", pflag.ContinueOnError)
 		pfs.SetOutput(io.Discard)
 		bindRunFlags(pfs, &probe, distill)
 		probe.cfg, probe.noDropout = saved, !saved.G.Dropout
 		probe.teacherNoDropout = !saved.TeacherG.Dropout
-		v := given[fl.Name]
+		v := fl.Value.String()
 		if fl.Name == "model" {
-			if v == "cycle_gan" {
-				v = string(trainer.CycleGAN)
-			}
 			if trainer.Task(v) != saved.Task {
 				changed = append(changed, "--model "+v)
 			}
@@ -370,7 +400,7 @@ func resumedConfig(fs *flag.FlagSet, given map[string]string, cfg trainer.Config
 		if err := pfs.Set(fl.Name, v); err != nil {
 			return
 		}
-		if got := probe.apply(distill); !reflect.DeepEqual(got, normalizedSaved(saved, distill)) {
+		if got := probe.apply(distill); !reflect.DeepEqual(samePreprocess(got), samePreprocess(normalizedSaved(saved, distill))) {
 			changed = append(changed, fmt.Sprintf("--%s %s", fl.Name, v))
 		}
 	})
@@ -391,41 +421,17 @@ func resumedConfig(fs *flag.FlagSet, given map[string]string, cfg trainer.Config
 	return saved, nil
 }
 
-// givenValues is the last value args give each flag of fs, as written (a flag made with
-// fs.Func does not report its value back).
-func givenValues(fs *flag.FlagSet, args []string) map[string]string {
-	out := map[string]string{}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" || !strings.HasPrefix(a, "-") {
-			break
-		}
-		name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
-		if k := strings.Index(name, "="); k >= 0 {
-			out[name[:k]] = name[k+1:]
-			continue
-		}
-		fl := fs.Lookup(name)
-		if fl == nil {
-			continue
-		}
-		if b, ok := fl.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
-			out[name] = "true"
-			continue
-		}
-		if i+1 < len(args) {
-			out[name] = args[i+1]
-			i++
-		}
-	}
-	return out
+// samePreprocess spells the default --preprocess out, as a run saved without one meant it.
+func samePreprocess(c trainer.Config) trainer.Config {
+	c.Preprocess = cmp.Or(c.Preprocess, string(data.ResizeAndCrop))
+	return c
 }
 
 // normalizedSaved is a saved configuration passed through apply with its own values, so it
 // compares with a probe field for field.
 func normalizedSaved(saved trainer.Config, distill bool) trainer.Config {
 	var probe runFlags
-	pfs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	pfs := pflag.NewFlagSet("probe", pflag.ContinueOnError)
 	bindRunFlags(pfs, &probe, distill)
 	probe.cfg, probe.noDropout, probe.teacherNoDropout = saved, !saved.G.Dropout, !saved.TeacherG.Dropout
 	return probe.apply(distill)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"image"
 	"image/color"
@@ -13,17 +12,18 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spf13/pflag"
+
 	"wkd/models"
 	"wkd/ops"
 	"wkd/trainer"
 )
 
 func init() {
-	register(command{name: "translate", summary: "apply a trained generator to a folder of images", run: runTranslate})
+	register(command{name: "translate", summary: "apply a trained generator to a folder of images", group: groupMake, use: "[flags] --input IMAGE|FOLDER", flags: translateFlags})
 }
 
-func runTranslate(args []string) error {
-	fs := flag.NewFlagSet("translate", flag.ContinueOnError)
+func translateFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 	run := fs.String("run", "", "a wkd run folder (its config.json gives the architecture)")
 	gen := fs.String("G", "G", "which generator of the run: G (pix2pix), G_A (A->B) or G_B (B->A)")
 	weights := fs.String("weights", "", "a weights file instead of --run (give --netG and --ngf)")
@@ -41,107 +41,106 @@ func runTranslate(args []string) error {
 	aligned := fs.Bool("aligned", false, "the images are A|B pairs side by side, as pix2pix datasets store them: translate one half")
 	direction := fs.String("direction", "AtoB", "with --aligned: AtoB translates the left half, BtoA the right")
 	device := fs.String("device", trainer.DeviceCPU, "cpu|cuda: where the generator runs; cuda (GPU 0) needs a binary built with -tags cuda")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *in == "" {
-		return errors.New("--input: the image or folder of images to translate is required")
-	}
-	if *direction != "AtoB" && *direction != "BtoA" {
-		return fmt.Errorf("--direction %q: use AtoB or BtoA", *direction)
-	}
-	dev, err := trainer.OpenDevice(*device)
-	if err != nil {
-		return err
-	}
-	if dev != nil {
-		defer dev.Close()
-	}
-	files, err := imageFiles(*in)
-	if err != nil {
-		return err
-	}
-	// The outputs are PNGs named after the inputs: in the inputs' folder they would replace
-	// the images themselves.
-	for _, f := range files {
-		if sameDir(filepath.Dir(f), *out) {
-			return fmt.Errorf("--out %s holds the input images: translations would overwrite them; write them to another folder, such as --out translated", *out)
+	return func(args []string) error {
+		if *in == "" {
+			return errors.New("--input: the image or folder of images to translate is required")
 		}
-	}
-	var path string
-	switch {
-	case *run != "" && *weights != "":
-		return errors.New("give --run or --weights, not both")
-	case *run != "":
-		cfg, err := trainer.LoadConfig(*run)
-		if err != nil {
-			return fmt.Errorf("--run: %w", err)
+		if *direction != "AtoB" && *direction != "BtoA" {
+			return fmt.Errorf("--direction %q: use AtoB or BtoA", *direction)
 		}
-		spec = cfg.G
-		if cfg.Task == trainer.CycleGAN && *gen == "G" {
-			*gen = "G_A"
-		}
-		if *gen == "G_B" {
-			spec.InputNC, spec.OutputNC = spec.OutputNC, spec.InputNC
-		}
-		path = filepath.Join(*run, *gen+".safetensors")
-	case *weights != "":
-		path = *weights
-	default:
-		return errors.New("--run or --weights: which generator to apply is required")
-	}
-	g, err := models.Build(spec)
-	if err != nil {
-		return err
-	}
-	if _, err := models.Load(path, g); err != nil {
-		return err
-	}
-	var tp *ops.Tape
-	if dev != nil {
-		models.MoveTo(g, dev)
-		// One arena reused image after image: device memory is not left to the collector.
-		tp = ops.NewTape()
-		tp.SetNoGrad(true)
-	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return err
-	}
-	progress := progressLine("translating")
-	for i, f := range files {
-		x, err := readImage(f, spec.InputNC)
+		dev, err := trainer.OpenDevice(*device)
 		if err != nil {
 			return err
 		}
-		if *aligned {
-			if x, err = halfOf(x, *direction == "BtoA"); err != nil {
-				return fmt.Errorf("%s: %w", f, err)
-			}
-		}
-		if _, err := models.CountMACs(spec, x.Shape[2], x.Shape[3]); err != nil {
-			return fmt.Errorf("%s: %w (resize it, or train at a size that fits)", f, err)
-		}
 		if dev != nil {
-			tp.Reset()
-			xd := tp.AllocOn(dev, x.Shape...)
-			xd.CopyFromHost(x.Data)
-			x = xd
+			defer dev.Close()
 		}
-		y := g.Forward(tp, x, false)
-		if dev != nil {
-			y = ops.FromData(y.HostData(), y.Shape...)
-			if err := dev.Err(); err != nil {
-				return fmt.Errorf("--device cuda: %w", err)
-			}
-		}
-		name := strings.TrimSuffix(filepath.Base(f), filepath.Ext(f)) + ".png"
-		if err := writeImage(filepath.Join(*out, name), y); err != nil {
+		files, err := imageFiles(*in)
+		if err != nil {
 			return err
 		}
-		progress(i+1, len(files))
+		// The outputs are PNGs named after the inputs: in the inputs' folder they would replace
+		// the images themselves.
+		for _, f := range files {
+			if sameDir(filepath.Dir(f), *out) {
+				return fmt.Errorf("--out %s holds the input images: translations would overwrite them; write them to another folder, such as --out translated", *out)
+			}
+		}
+		var path string
+		switch {
+		case *run != "" && *weights != "":
+			return errors.New("give --run or --weights, not both")
+		case *run != "":
+			cfg, err := trainer.LoadConfig(*run)
+			if err != nil {
+				return fmt.Errorf("--run: %w", err)
+			}
+			spec = cfg.G
+			if cfg.Task == trainer.CycleGAN && *gen == "G" {
+				*gen = "G_A"
+			}
+			if *gen == "G_B" {
+				spec.InputNC, spec.OutputNC = spec.OutputNC, spec.InputNC
+			}
+			path = filepath.Join(*run, *gen+".safetensors")
+		case *weights != "":
+			path = *weights
+		default:
+			return errors.New("--run or --weights: which generator to apply is required")
+		}
+		g, err := models.Build(spec)
+		if err != nil {
+			return err
+		}
+		if _, err := models.Load(path, g); err != nil {
+			return err
+		}
+		var tp *ops.Tape
+		if dev != nil {
+			models.MoveTo(g, dev)
+			// One arena reused image after image: device memory is not left to the collector.
+			tp = ops.NewTape()
+			tp.SetNoGrad(true)
+		}
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			return err
+		}
+		progress := progressLine("translating")
+		for i, f := range files {
+			x, err := readImage(f, spec.InputNC)
+			if err != nil {
+				return err
+			}
+			if *aligned {
+				if x, err = halfOf(x, *direction == "BtoA"); err != nil {
+					return fmt.Errorf("%s: %w", f, err)
+				}
+			}
+			if _, err := models.CountMACs(spec, x.Shape[2], x.Shape[3]); err != nil {
+				return fmt.Errorf("%s: %w (resize it, or train at a size that fits)", f, err)
+			}
+			if dev != nil {
+				tp.Reset()
+				xd := tp.AllocOn(dev, x.Shape...)
+				xd.CopyFromHost(x.Data)
+				x = xd
+			}
+			y := g.Forward(tp, x, false)
+			if dev != nil {
+				y = ops.FromData(y.HostData(), y.Shape...)
+				if err := dev.Err(); err != nil {
+					return fmt.Errorf("--device cuda: %w", err)
+				}
+			}
+			name := strings.TrimSuffix(filepath.Base(f), filepath.Ext(f)) + ".png"
+			if err := writeImage(filepath.Join(*out, name), y); err != nil {
+				return err
+			}
+			progress(i+1, len(files))
+		}
+		fmt.Fprintf(os.Stderr, "translated %d images from %s into %s\n", len(files), *in, *out)
+		return nil
 	}
-	fmt.Fprintf(os.Stderr, "translated %d images from %s into %s\n", len(files), *in, *out)
-	return nil
 }
 
 // imageFiles lists the PNG and JPEG files of a folder, sorted, or names the one file given.
