@@ -76,7 +76,7 @@ cuda-check:
 device-check:
 	bash scripts/device-check.sh
 
-# The README's results: both texture datasets at 64 px, 5 seeds and an alpha sweep, then one
+# The results of docs/results.md: both texture datasets at 64 px, 5 seeds and an alpha sweep, then one
 # seed of sketch2texture at 128 px (results/<dataset>-<size>/summary.md). About 4 hours on
 # 2 cores; finished runs are skipped, so an interrupted call continues.
 experiments: deps build

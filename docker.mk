@@ -1,5 +1,5 @@
 # Docker targets (included from the Makefile): the FROM scratch image and the docker-compose
-# cluster that README.md, "With docker-compose", describes. Nothing here pulls an image: the binary is built on this host.
+# cluster that docs/docker.md describes. Nothing here pulls an image: the binary is built on this host.
 #
 #   make image                 build/wkd (static) and the image wkd:latest
 #   make cluster-env           .env with a fresh gossip key and NATS token (never overwrites)

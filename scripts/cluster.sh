@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Helpers for the docker-compose cluster (see README.md, "With docker-compose"); the docker.mk targets call them.
+# Helpers for the docker-compose cluster (see docs/docker.md); the docker.mk targets call them.
 #
 #   scripts/cluster.sh image       build the static binary, stage build/docker/, build wkd:latest
 #   scripts/cluster.sh env [FILE]  write a .env with a fresh gossip key and NATS token (never overwrites)
