@@ -11,7 +11,7 @@ import (
 	"wkd/ops"
 )
 
-// tol is the parity tolerance: max|gpu-cpu| / max|cpu|.
+// tol is the GPU parity tolerance: max|gpu-cpu| / max|cpu|.
 const tol = 1e-4
 
 // openDevice opens GPU 0 for one test (the test's goroutine is locked to its thread) or skips
