@@ -1,13 +1,17 @@
 package data
 
 import (
+	"errors"
 	"fmt"
 	"image"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // Dataset is an opened image folder: the sorted file lists and the output shape every sample
@@ -88,6 +92,50 @@ func Open(cfg Config) (*Dataset, error) {
 		d.probeA, d.probeB = d.probeB, d.probeA
 	}
 	return d, nil
+}
+
+// CheckHeaders reads the header of every image of the dataset, several files at once, so a
+// file that is not an image, or not an A|B pair of an aligned dataset, is found before
+// training rather than when an epoch reaches it. The error names each such file. progress,
+// if not nil, is called from one goroutine at a time as files are read.
+func (d *Dataset) CheckHeaders(progress func(done, total int)) error {
+	paths := append(append([]string(nil), d.aPaths...), d.bPaths...)
+	var (
+		next, done atomic.Int64
+		mu         sync.Mutex
+		bad        []error
+		wg         sync.WaitGroup
+	)
+	for range min(8, 2*runtime.NumCPU()) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(paths); i = int(next.Add(1) - 1) {
+				w, h, err := headerSize(paths[i])
+				if err == nil && d.cfg.Layout == Aligned {
+					err = checkAB(paths[i], w, h)
+				}
+				n := int(done.Add(1))
+				mu.Lock()
+				if err != nil {
+					bad = append(bad, err)
+				}
+				if progress != nil {
+					progress(n, len(paths))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(bad) == 0 {
+		return nil
+	}
+	sort.Slice(bad, func(i, j int) bool { return bad[i].Error() < bad[j].Error() })
+	const shown = 5
+	if len(bad) > shown {
+		return fmt.Errorf("%d of %d images cannot be used (fix or remove them): %w; and %d more",
+			len(bad), len(paths), errors.Join(bad[:shown]...), len(bad)-shown)
+	}
+	return fmt.Errorf("%d of %d images cannot be used (fix or remove them): %w", len(bad), len(paths), errors.Join(bad...))
 }
 
 // Len is the number of samples in an epoch: the A|B files, or max(len(A), len(B)) as the

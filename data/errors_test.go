@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"image/png"
 	"math/rand/v2"
 	"os"
@@ -181,4 +182,45 @@ func TestErrIDXTruncatedGzip(t *testing.T) {
 	writeRaw(t, p, buf.Bytes()[:buf.Len()/2])
 	_, err := ReadIDX(p)
 	expectErr(t, err, ErrBadIDX, p)
+}
+
+// TestCheckHeadersFindsEveryBadFile: before training, every file's header is read: files deep
+// in the list that are not images, or not A|B pairs, are each named; the progress reaches the
+// total.
+func TestCheckHeadersFindsEveryBadFile(t *testing.T) {
+	root := t.TempDir()
+	good := goodPNG(t)
+	for i := range 30 {
+		writeRaw(t, filepath.Join(root, "train", fmt.Sprintf("%02d.png", i)), good)
+	}
+	garbage := filepath.Join(root, "train", "17.png")
+	writeRaw(t, garbage, []byte("not an image"))
+	wide := filepath.Join(root, "train", "25.png")
+	writePNGFile(t, wide, randomRGB(rand.New(rand.NewPCG(3, 3)), 10, 8))
+	d, err := Open(testCfg(root, Aligned))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls, last, total int
+	err = d.CheckHeaders(func(done, n int) { calls, last, total = calls+1, max(last, done), n })
+	expectErr(t, err, ErrCorruptImage, garbage)
+	expectErr(t, err, ErrBadSize, wide)
+	if !strings.Contains(err.Error(), "2 of 30 images") || calls != 30 || last != 30 || total != 30 {
+		t.Errorf("error %q, progress %d calls up to %d/%d; want 2 of 30 named and 30 calls up to 30/30", err, calls, last, total)
+	}
+	// An unaligned dataset: both folders are read; nothing wrong, no error.
+	root = t.TempDir()
+	for _, side := range []string{"A", "B"} {
+		for i := range 3 {
+			writePNGFile(t, filepath.Join(root, "train"+side, fmt.Sprintf("%d.png", i)), randomRGB(rand.New(rand.NewPCG(1, uint64(i))), 8, 8))
+		}
+	}
+	d, err = Open(testCfg(root, Unaligned))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := d.CheckHeaders(func(done, _ int) { n = max(n, done) }); err != nil || n != 6 {
+		t.Errorf("unaligned: %v after %d files, want nil after 6", err, n)
+	}
 }

@@ -79,6 +79,22 @@ func (p *progress) finish() {
 	}
 }
 
+// count returns a progress line for work before training, "label done/total", drawn at most
+// every 100 ms and ended at total.
+func (p *progress) count(label string) func(done, total int) {
+	var last time.Time
+	return func(done, total int) {
+		if done < total && time.Since(last) < 100*time.Millisecond {
+			return
+		}
+		last = time.Now()
+		fmt.Fprintf(p.w, "\r%s %d/%d\033[K", label, done, total)
+		if done == total {
+			fmt.Fprintln(p.w)
+		}
+	}
+}
+
 // around returns a writer for log lines on the bar's terminal: each write first clears the
 // bar's line, and the bar is drawn again below the lines written.
 func (p *progress) around(w io.Writer) io.Writer { return progressLog{p, w} }

@@ -234,6 +234,13 @@ func New(cfg Config, logOut io.Writer, opts ...Option) (*Trainer, error) {
 	if t.train, err = data.Open(dcfg); err != nil {
 		return nil, err
 	}
+	var checked func(done, total int)
+	if t.progress != nil {
+		checked = t.progress.count("checking images")
+	}
+	if err := t.train.CheckHeaders(checked); err != nil {
+		return nil, err
+	}
 	if t.loader, err = data.NewLoader(t.train, data.LoaderConfig{Seed: cfg.Seed}); err != nil {
 		return nil, err
 	}
