@@ -21,13 +21,16 @@ import (
 func TestBadFlagsNameTheFlag(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "run")
+	pics := filepath.Join(t.TempDir(), "pics")
+	writeSquares(t, pics, 1, 32, 32)
 	cases := []struct {
 		name string
 		args []string
 		want string
 	}{
 		{"unknown model", []string{"train", "--model", "gan3000", "--out", out}, "--model"},
-		{"missing dataset", []string{"train", "--data", filepath.Join(dir, "nowhere"), "--out", out}, "nowhere"},
+		{"missing dataset", []string{"train", "--data", filepath.Join(dir, "nowhere"), "--out", out}, "nowhere does not exist: `wkd data --name"},
+		{"missing run", []string{"translate", "--run", filepath.Join(dir, "norun"), "--input", pics}, "norun does not exist"},
 		{"batch size", []string{"train", "--batch-size", "0", "--data", dir, "--out", out}, "--batch-size"},
 		{"gan mode", []string{"train", "--gan-mode", "wgan", "--data", dir, "--out", out}, "--gan-mode"},
 		{"device", []string{"distill", "--device", "tpu", "--data", dir, "--out", out}, "--device"},

@@ -221,7 +221,7 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 			}
 		}))
 	if err != nil {
-		return err
+		return withDataHint(err, cfg.Data)
 	}
 	defer t.Close()
 	if f.resume || f.resumeFrom != "" {

@@ -234,7 +234,7 @@ func train(name string, args []string, f runFlags, cfg trainer.Config) error {
 	}
 	t, err := trainer.New(cfg, out, opts...)
 	if err != nil {
-		return err
+		return withDataHint(err, cfg.Data)
 	}
 	defer t.Close()
 	if f.resume || f.resumeFrom != "" {
@@ -253,6 +253,15 @@ func train(name string, args []string, f runFlags, cfg trainer.Config) error {
 	}
 	fmt.Fprintf(os.Stderr, "%s done: %d steps in %s; weights in %s\n", name, t.Step(), time.Since(t0).Round(time.Second), cfg.Dir)
 	return nil
+}
+
+// withDataHint adds to a dataset that is not there how to build one.
+func withDataHint(err error, dir string) error {
+	if _, serr := os.Stat(dir); !errors.Is(err, data.ErrMissingFolder) || !os.IsNotExist(serr) {
+		return err
+	}
+	return fmt.Errorf("%w\n--data %s does not exist: `wkd data --name %s` builds the default dataset, `wkd data -h` lists the others (`make demo` builds datasets/sketch2texture), or give your own folder",
+		err, dir, data.Edges2ShoesMini)
 }
 
 // logWriter returns where log lines go: a console formatter on a terminal, else JSON.

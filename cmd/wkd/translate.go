@@ -71,9 +71,12 @@ func translateFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 		case *run != "" && *weights != "":
 			return errors.New("give --run or --weights, not both")
 		case *run != "":
+			if _, err := os.Stat(*run); os.IsNotExist(err) {
+				return fmt.Errorf("--run %s does not exist: give the --out of a wkd train or wkd distill run (`make demo` leaves its runs in runs/demo), or a weights file with --weights", *run)
+			}
 			cfg, err := trainer.LoadConfig(*run)
 			if err != nil {
-				return fmt.Errorf("--run: %w", err)
+				return fmt.Errorf("--run: %w (is %s the --out of a wkd train or wkd distill run?)", err, *run)
 			}
 			spec = cfg.G
 			if cfg.Task == trainer.CycleGAN && *gen == "G" {
