@@ -6,7 +6,7 @@ export CGO_ENABLED ?= 0
 # Packages with goroutines of their own: their tests also run under the race detector.
 RACE_PKGS := ./ops/ ./allreduce/... ./node/... ./sharding/... ./data/... ./trainer/... ./cmd/wkd/
 
-.PHONY: all build deps test vet fmt-check race bench bench-engine bench-inception bench-allreduce demo cuda-check device-check experiments clean
+.PHONY: all build deps test vet fmt-check race bench bench-engine bench-inception bench-infer bench-allreduce demo cuda-check device-check experiments clean
 
 all: build
 
@@ -34,7 +34,7 @@ test: deps fmt-check vet
 	$(GO) test -count=1 -timeout 10m ./cluster_test/
 	$(MAKE) race
 
-bench: bench-engine bench-inception bench-allreduce
+bench: bench-engine bench-inception bench-infer bench-allreduce
 
 # One GAN training step in wkd and in PyTorch CPU on the same threads; last line "ratio: X".
 bench-engine: deps build
@@ -44,6 +44,12 @@ bench-engine: deps build
 # same threads; last line "ratio: X" (wkd throughput over PyTorch's).
 bench-inception: deps build
 	$(BIN) bench-inception
+
+# Generator inference (ResNet-9 ngf 64, 32, 16 and U-Net ngf 64, 16 at 256x256, batch 1 and 8)
+# in wkd and in PyTorch CPU on the same threads, with each one's share of the machine's FMA
+# peak; last line "ratio: X" (wkd over PyTorch throughput, ResNet-9 ngf 16 at batch 1).
+bench-infer: deps build
+	$(BIN) bench-infer
 
 # The share of a distributed step spent waiting on gradients, overlap off and on; then the ring
 # all-reduce over NATS against raw NATS and TCP; last line "busbw/nats: X".

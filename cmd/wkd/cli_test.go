@@ -47,6 +47,9 @@ func TestBadFlagsNameTheFlag(t *testing.T) {
 		{"eval runs", []string{"eval", "--runs", filepath.Join(dir, "missing")}, "--runs"},
 		{"translate input", []string{"translate", "--run", dir}, "--input"},
 		{"bench size", []string{"bench-engine", "--size", "30"}, "--size"},
+		{"bench-infer nets", []string{"bench-infer", "--nets", "vgg-3"}, "--nets"},
+		{"bench-infer size", []string{"bench-infer", "--nets", "unet-16", "--size", "100"}, "--size 100 does not fit unet-16"},
+		{"bench-infer ratio net", []string{"bench-infer", "--nets", "resnet9-4", "--size", "16", "--reps", "1", "--ratio-net", "unet-16"}, "--ratio-net unet-16"},
 		{"node job", []string{"node", "--job", "serve"}, "--job"},
 		{"node min nodes", []string{"node", "--min-nodes", "5", "--batch-size", "2", "--data", dir}, "--min-nodes"},
 	}
