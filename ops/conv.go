@@ -111,6 +111,21 @@ func conv2dForward(y, x, w, b []float32, n, k int, g *convGeom) {
 	defer putScratch(s)
 	rows, chw, ohw := g.rows(), g.c*g.h*g.w, g.oh*g.ow
 	band := g.bandRows()
+	if th := Threads(); th > 1 && !g.pointwise() {
+		if lb := g.localBandRows(); (g.oh+lb-1)/lb >= 2*th {
+			s.bands = convBandJob{g: *g, x: x, y: y, w: w, k: k, band: lb}
+			nb := (g.oh + lb - 1) / lb
+			for img := 0; img < n; img++ {
+				s.bands.img = img
+				ParallelFor(nb, 1, &s.bands)
+			}
+			s.bands = convBandJob{}
+			if b != nil {
+				s.addBias(y, b, n, k, ohw)
+			}
+			return
+		}
+	}
 	for img := 0; img < n; img++ {
 		xi, yi := x[img*chw:(img+1)*chw], y[img*k*ohw:(img+1)*k*ohw]
 		if g.pointwise() {
@@ -128,6 +143,32 @@ func conv2dForward(y, x, w, b []float32, n, k int, g *convGeom) {
 	}
 	if b != nil {
 		s.addBias(y, b, n, k, ohw)
+	}
+}
+
+// convBandJob is a convolution forward split by bands of output rows, each worker doing
+// whole bands: the im2col of a band into its own buffer, then a one-thread GEMM, so the
+// columns it wrote are still in its cache when the GEMM reads them.
+type convBandJob struct {
+	g       convGeom
+	x, y, w []float32
+	k, band int
+	img     int
+}
+
+func (j *convBandJob) Run(lo, hi int) {
+	s := getScratch()
+	defer putScratch(s)
+	g := &j.g
+	rows, chw, ohw := g.rows(), g.c*g.h*g.w, g.oh*g.ow
+	xi, yi := j.x[j.img*chw:(j.img+1)*chw], j.y[j.img*j.k*ohw:(j.img+1)*j.k*ohw]
+	for bi := lo; bi < hi; bi++ {
+		oh0 := bi * j.band
+		oh1 := min(oh0+j.band, g.oh)
+		cw := (oh1 - oh0) * g.ow
+		cols := s.colBuf(rows * cw)
+		im2colRows(g, xi, oh0, oh1, cols, 0, rows)
+		sgemmSerial(j.k, cw, rows, j.w, rows, cols, cw, yi[oh0*g.ow:], ohw)
 	}
 }
 

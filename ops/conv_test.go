@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -613,4 +614,40 @@ func TestConv2dPadRejectsBadShapes(t *testing.T) {
 	mustPanicNaming(t, "negative pad", func() { Conv2dPad(nil, x, w, nil, 1, -1, 3) }, "ops: Conv2dPad", "[1 3 8 8]", "[4 3 1 7]")
 	mustPanicNaming(t, "too wide", func() { Conv2dPad(nil, New(1, 3, 8, 4), w, nil, 1, 0, 1) }, "ops: Conv2dPad", "[1 3 8 4]", "[4 3 1 7]")
 	mustPanicNaming(t, "bias", func() { Conv2dPad(nil, x, w, New(3), 1, 0, 3) }, "ops: Conv2dPad", "[4 3 1 7]")
+}
+
+// TestConvBandsMatchSerial: the forward split into bands that each worker takes whole (its
+// im2col, then a one-thread GEMM) gives exactly what one thread computes, the GEMMs splitting
+// only columns, which leaves every sum's order alone; from one output row per band up, on
+// the kernels, strides and pads of the generators and discriminators.
+func TestConvBandsMatchSerial(t *testing.T) {
+	oldThreads, oldBudget := Threads(), localColsBudget
+	defer func() { SetThreads(oldThreads); localColsBudget = oldBudget }()
+	for _, cc := range []convCase{
+		{n: 2, c: 5, h: 13, w: 11, k: 7, kh: 3, kw: 3, stride: 1, pad: 1, bias: true},
+		{n: 1, c: 3, h: 22, w: 18, k: 8, kh: 7, kw: 7, stride: 1, pad: 0, bias: true},
+		{n: 2, c: 8, h: 33, w: 16, k: 16, kh: 3, kw: 3, stride: 2, pad: 1, bias: false},
+		{n: 1, c: 4, h: 40, w: 30, k: 9, kh: 4, kw: 4, stride: 2, pad: 1, bias: true},
+	} {
+		r := rand.New(rand.NewPCG(9, 9))
+		x, w, b := cc.tensors(r, false)
+		g := newConvGeom(cc.c, cc.h, cc.w, cc.kh, cc.kw, cc.stride, cc.pad)
+		y := func() []float32 {
+			out := make([]float32, cc.n*cc.k*g.oh*g.ow)
+			conv2dForward(out, x.Data, w.Data, bData(b), cc.n, cc.k, &g)
+			return out
+		}
+		SetThreads(1)
+		want := y()
+		for _, rowsPerBand := range []int{1, 2, 3} {
+			localColsBudget = rowsPerBand * g.rows() * g.ow
+			SetThreads(2)
+			if bands := (g.oh + rowsPerBand - 1) / rowsPerBand; bands < 2*Threads() {
+				t.Fatalf("%v: %d bands of %d rows do not take the banded route", cc, bands, rowsPerBand)
+			}
+			if got := y(); !slices.Equal(got, want) {
+				t.Errorf("%v, %d output rows per band: the banded forward differs from one thread's", cc, rowsPerBand)
+			}
+		}
+	}
 }

@@ -102,6 +102,29 @@ func (j *gemmJob) Run(lo, hi int) {
 	putGemmBuf(g)
 }
 
+// sgemmSerial is C = A*B (row-major, no transposes) on the calling goroutine alone, for
+// callers that split the work across threads themselves.
+func sgemmSerial(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	checkGemmArgs(false, false, m, n, k, a, lda, b, ldb, c, ldc)
+	if m == 0 || n == 0 || k == 0 {
+		scaleMatrix(m, n, 0, c, ldc)
+		return
+	}
+	var j *gemmJob
+	select {
+	case j = <-freeGemmJobs:
+	default:
+		j = new(gemmJob)
+	}
+	*j = gemmJob{kern: thinKernel(gemmKern, m), m: m, n: n, k: k, alpha: 1, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc}
+	j.Run(0, (n+j.kern.nr-1)/j.kern.nr)
+	*j = gemmJob{}
+	select {
+	case freeGemmJobs <- j:
+	default:
+	}
+}
+
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C for row-major matrices; op(X) is X or X^T.
 // op(A): (m, k), op(B): (k, n), C: (m, n). lda/ldb/ldc are row strides of the stored
 // matrices. As in BLAS, beta == 0 overwrites C without reading it (NaNs in C vanish).

@@ -177,11 +177,12 @@ func scatterAddStrided(dst, src []float32, s int) {
 // Scratches live on a free list, never shrink, and are shared by every tape: a step needs one
 // per concurrently running conv, not one per layer.
 type convScratch struct {
-	cols []float32
-	wts  []float32 // a rearranged kernel and its gradient
-	im   im2colJob
-	ci   col2imJob
-	bias biasJob
+	cols  []float32
+	wts   []float32 // a rearranged kernel and its gradient
+	im    im2colJob
+	ci    col2imJob
+	bias  biasJob
+	bands convBandJob
 }
 
 var scratch struct {
@@ -204,6 +205,7 @@ func putScratch(s *convScratch) {
 	s.im = im2colJob{}
 	s.ci = col2imJob{}
 	s.bias = biasJob{}
+	s.bands = convBandJob{}
 	scratch.Lock()
 	scratch.free = append(scratch.free, s)
 	scratch.Unlock()
@@ -232,6 +234,15 @@ var colsBudget = 1 << 20
 // bandRows is how many output rows one band of the column matrix holds.
 func (g *convGeom) bandRows() int {
 	return max(1, min(g.oh, colsBudget/max(1, g.rows()*g.ow)))
+}
+
+// localColsBudget bounds the column buffer of one worker's band, in floats: about half of a
+// core's L2 cache, where the GEMM that follows reads it.
+var localColsBudget = 1 << 17
+
+// localBandRows is how many output rows one worker's band holds.
+func (g *convGeom) localBandRows() int {
+	return max(1, min(g.oh, localColsBudget/max(1, g.rows()*g.ow)))
 }
 
 // parallelGrain is the rough number of floats moved per task below which splitting work across
