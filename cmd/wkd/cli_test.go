@@ -165,6 +165,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"summarize"}, "give report.json files", "Run 'wkd summarize --help' for usage."},
 		{[]string{"node", "--bogus"}, "unknown flag: --bogus", "Run 'wkd node --help' for usage."},
 		{[]string{"help", "trian"}, `unknown command "trian" (did you mean "train"?)`, "Run 'wkd --help' for usage."},
+		{[]string{"completion", "bash", "extra"}, `unknown command "extra"`, "Run 'wkd --help' for usage."},
 		{[]string{"train", "-max-step", "3"}, "unknown flag: --max-step (did you mean --max-steps?)", "Run 'wkd train --help' for usage."},
 		{[]string{"train", "--kd", "x"}, "unknown flag: --kd", "Run 'wkd train --help' for usage."},
 		{[]string{"train", "--model", "gan3000"}, `invalid argument "gan3000" for "--model" flag: use pix2pix or cyclegan`, "Run 'wkd train --help' for usage."},

@@ -253,24 +253,23 @@ func main() {
 	os.Exit(exitCode(err, os.Stderr))
 }
 
-// exitCode turns a command's error into an exit status: 0 for success, 2 for a usage error
-// (with a hint to the help), 1 with the error on stderr otherwise.
+// exitCode turns a command's error into an exit status: 0 for success, 1 with the error on
+// stderr for a command that failed, 2 for a usage error, with a hint to the help. Errors
+// that are not a command's come from parsing the command line (cobra's own commands
+// included), so they are usage errors too.
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
-	var u *usageError
-	if errors.As(err, &u) {
-		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", u.cmd, u.err, u.cmd)
-		return 2
-	}
-	name := "wkd"
 	var c *commandError
 	if errors.As(err, &c) {
-		name, err = "wkd "+c.cmd, c.err
+		fmt.Fprintf(stderr, "wkd %s: %v\n", c.cmd, c.err)
+		return 1
 	}
-	fmt.Fprintf(stderr, "%s: %v\n", name, err)
-	return 1
+	u := &usageError{cmd: "wkd", err: err}
+	errors.As(err, &u)
+	fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", u.cmd, u.err, u.cmd)
+	return 2
 }
 
 // commandError is an error of a command's run, which names the command in its message.
