@@ -150,6 +150,7 @@ type convT struct {
 	w                   *ops.Tensor // w: (C, K, KH, KW), PyTorch's layout
 	b                   *ops.Tensor // b: (K) or nil
 	stride, pad, outPad int
+	products            bool // outShape counts products done, not thop's MACs (CountProducts)
 }
 
 func newConvT(bd *builder, cin, cout, k, stride, pad, outPad int, bias bool) *convT {
@@ -174,6 +175,8 @@ func (c *convT) visit(prefix string, v visitor) {
 // outShape counts a transposed convolution the way the papers' tools (thop) do: every
 // output element costs C*KH*KW multiply-accumulates, although with stride s only about
 // 1/s^2 of those products are non-zero. The reference figure 56.8 GMACs uses this count.
+// With products set it counts those a kernel must do instead: every input element times
+// every weight, C*K*KH*KW per input position.
 func (c *convT) outShape(cin, h, w int) (int, int, int, int64) {
 	wc, k, kh, kw := c.w.Shape[0], c.w.Shape[1], c.w.Shape[2], c.w.Shape[3]
 	if cin != wc {
@@ -181,6 +184,9 @@ func (c *convT) outShape(cin, h, w int) (int, int, int, int64) {
 	}
 	oh := (h-1)*c.stride - 2*c.pad + kh + c.outPad
 	ow := (w-1)*c.stride - 2*c.pad + kw + c.outPad
+	if c.products {
+		return k, oh, ow, int64(h) * int64(w) * int64(wc*k*kh*kw)
+	}
 	return k, oh, ow, int64(k) * int64(oh) * int64(ow) * int64(wc*kh*kw)
 }
 

@@ -176,9 +176,20 @@ func ParamCount(spec Spec) (int64, error) {
 // the compression papers count (56.8 G for ResNet-9, ngf 64, at 256x256). Norms, activations
 // and additions are not counted. It allocates no weights.
 func CountMACs(spec Spec, h, w int) (int64, error) {
+	return countMACs(spec, h, w, false)
+}
+
+func countMACs(spec Spec, h, w int, products bool) (int64, error) {
 	n, err := build(spec, false)
 	if err != nil {
 		return 0, err
+	}
+	if products {
+		eachLayer(n.root, func(l layer) {
+			if c, ok := l.(*convT); ok {
+				c.products = true
+			}
+		})
 	}
 	if h < 1 || w < 1 || h%n.multiple != 0 || w%n.multiple != 0 {
 		return 0, fmt.Errorf("%w: %v: a %dx%d image does not fit; sides must be positive multiples of %d", ErrSpec, spec.Kind, h, w, n.multiple)
@@ -194,6 +205,13 @@ func CountMACs(spec Spec, h, w int) (int64, error) {
 		return nil
 	}()
 	return macs, err
+}
+
+// CountProducts is CountMACs with transposed convolutions counted by the products a kernel
+// must do (each input element times each weight) rather than thop's per-output count, which
+// is s^2 times more at stride s: the arithmetic to compare with a machine's peak.
+func CountProducts(spec Spec, h, w int) (int64, error) {
+	return countMACs(spec, h, w, true)
 }
 
 // InertBiases names the convolution biases an InstanceNorm directly follows. The norm removes
@@ -232,4 +250,19 @@ func InertBiases(m Module) []string {
 	}
 	walk(m.(*network).root)
 	return names
+}
+
+// eachLayer calls fn on l and every layer inside it.
+func eachLayer(l layer, fn func(layer)) {
+	fn(l)
+	switch v := l.(type) {
+	case *seq:
+		for _, it := range v.items {
+			eachLayer(it, fn)
+		}
+	case *resBlock:
+		eachLayer(v.block, fn)
+	case *unetBlock:
+		eachLayer(v.model, fn)
+	}
 }

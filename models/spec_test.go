@@ -117,3 +117,23 @@ func TestSpecJSON(t *testing.T) {
 		t.Errorf("unknown kind in JSON: %v", err)
 	}
 }
+
+// TestCountProducts: a transposed convolution does C*K*KH*KW products per input position,
+// thop's count (per output position) being s^2 = 4 times that at stride 2; convolutions count
+// the same both ways.
+func TestCountProducts(t *testing.T) {
+	r9 := Spec{Kind: ResNet9Blocks, InputNC: 3, OutputNC: 3, NGF: 64, Norm: Instance}
+	macs, err1 := CountMACs(r9, 256, 256)
+	products, err2 := CountProducts(r9, 256, 256)
+	// The two upsamplings: 256 -> 128 channels from 64x64, 128 -> 64 from 128x128, 3x3.
+	up := int64(256*128*9*64*64 + 128*64*9*128*128)
+	if err1 != nil || err2 != nil || macs-products != 3*up {
+		t.Errorf("ResNet-9: MACs %d, products %d (%v, %v); want a difference of 3 x %d", macs, products, err1, err2, up)
+	}
+	d := Spec{Kind: PatchGAN, InputNC: 6, NDF: 64, Norm: Batch}
+	if m, _ := CountMACs(d, 256, 256); m == 0 {
+		t.Fatal("no MACs for the PatchGAN")
+	} else if p, _ := CountProducts(d, 256, 256); p != m {
+		t.Errorf("PatchGAN (no transposed convolutions): products %d, MACs %d", p, m)
+	}
+}

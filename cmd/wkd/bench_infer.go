@@ -27,8 +27,9 @@ func init() {
 		long: "Times the generators wkd makes, teachers and students, on the inference path of translate and eval\n" +
 			"(no autograd, eval mode), against PyTorch CPU's no-grad eval forward on the same threads, in the\n" +
 			"same run. It measures this machine's FMA peak with a loop of vector FMAs and prints the share of it\n" +
-			"each network reaches. The last line, ratio, is wkd's throughput over PyTorch's for the first net\n" +
-			"with --ratio-net at batch 1.",
+			"each network reaches, counting the products its kernels must do (GMACs is the papers' count, which\n" +
+			"takes a stride-2 transposed convolution for 4 times its products). The last line, ratio, is wkd's\n" +
+			"throughput over PyTorch's for --ratio-net at batch 1.",
 		flags: benchInferFlags})
 }
 
@@ -139,12 +140,15 @@ func benchInferFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 		perImage := map[string]float64{} // net/batch -> wkd seconds per image
 		ratio := 0.0
 		for _, n := range nets {
+			// GMACs as papers count them; the share of the peak from the products the
+			// kernels must do (transposed convolutions: s^2 fewer at stride s).
 			macs, _ := models.CountMACs(n.spec(), *size, *size)
+			products, _ := models.CountProducts(n.spec(), *size, *size)
 			g := mustBuild(n.spec(), ops.NewRNG(0))
 			for _, b := range bs {
 				w := median(timeInference(g, b, *size, *warmup, *reps))
 				tt := median(torchRes.Times[fmt.Sprintf("%s/%d", n.Name, b)])
-				flops := 2 * float64(macs) * float64(b)
+				flops := 2 * float64(products) * float64(b)
 				share := func(sec float64) string {
 					if peak == 0 {
 						return "-"
