@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -74,29 +72,15 @@ func benchEngineCmd(fs *pflag.FlagSet, _ []string) func([]string) error {
 		// PyTorch first, in its own process, so the two never share the cores.
 		req, _ := json.Marshal(map[string]any{"ngfs": ngfs, "ndf": f.ndf, "size": f.size, "batch": f.batch,
 			"threads": f.threads, "warmup": f.warmup, "reps": f.reps, "gemm": gemmSizes})
-		tmp, err := os.CreateTemp("", "wkd-bench-*.py")
-		if err != nil {
-			return err
-		}
-		defer os.Remove(tmp.Name())
-		tmp.WriteString(torchnets.Nets + "\n" + benchEnginePy)
-		tmp.Close()
 		fmt.Printf("timing PyTorch (%s)...\n", f.python)
-		out, err := exec.Command(f.python, tmp.Name(), string(req)).Output()
-		if err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				return fmt.Errorf("PyTorch side failed (install Debian's python3-torch or pass --python): %v\n%s", err, ee.Stderr)
-			}
-			return fmt.Errorf("PyTorch side: %v (install Debian's python3-torch or pass --python)", err)
-		}
 		var torchRes struct {
 			Steps   map[string][]float64 `json:"steps"`
 			Gemm    map[string]float64   `json:"gemm"`
 			Version string               `json:"torch"`
 			Threads int                  `json:"threads"`
 		}
-		if err := json.Unmarshal(out, &torchRes); err != nil {
-			return fmt.Errorf("PyTorch side printed no result: %v\n%s", err, out)
+		if err := runTorchSide(f.python, torchnets.Nets+"\n"+benchEnginePy, req, &torchRes); err != nil {
+			return err
 		}
 
 		fmt.Printf("\nSGEMM (GFLOP/s, median of 5)     wkd     torch %s\n", torchRes.Version)

@@ -112,27 +112,13 @@ func benchInferFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 
 		// PyTorch first, in its own process, so the two never share the cores.
 		req, _ := json.Marshal(map[string]any{"nets": nets, "batches": bs, "size": *size, "threads": *threads, "warmup": *warmup, "reps": *reps})
-		tmp, err := os.CreateTemp("", "wkd-bench-*.py")
-		if err != nil {
-			return err
-		}
-		defer os.Remove(tmp.Name())
-		tmp.WriteString(torchnets.Nets + "\n" + benchInferPy)
-		tmp.Close()
 		fmt.Printf("timing PyTorch (%s)...\n", *python)
-		out, err := exec.Command(*python, tmp.Name(), string(req)).Output()
-		if err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				return fmt.Errorf("PyTorch side failed (install Debian's python3-torch or pass --python): %v\n%s", err, ee.Stderr)
-			}
-			return fmt.Errorf("PyTorch side: %v (install Debian's python3-torch or pass --python)", err)
-		}
 		var torchRes struct {
 			Times   map[string][]float64 `json:"times"`
 			Version string               `json:"torch"`
 		}
-		if err := json.Unmarshal(out, &torchRes); err != nil {
-			return fmt.Errorf("PyTorch side printed no result: %v\n%s", err, out)
+		if err := runTorchSide(*python, torchnets.Nets+"\n"+benchInferPy, req, &torchRes); err != nil {
+			return err
 		}
 
 		fmt.Printf("\n%-12s %5s %7s %11s %11s %9s %9s %7s %8s %8s\n", "net", "batch", "GMACs", "wkd ms", "torch ms",
@@ -175,6 +161,29 @@ func benchInferFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 		fmt.Printf("ratio: %.3f\n", ratio)
 		return nil
 	}
+}
+
+// runTorchSide runs a benchmark's PyTorch half, script, in its own process with the JSON
+// request as its argument, and decodes the JSON it prints into res.
+func runTorchSide(python, script string, req []byte, res any) error {
+	tmp, err := os.CreateTemp("", "wkd-bench-*.py")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	tmp.WriteString(script)
+	tmp.Close()
+	out, err := exec.Command(python, tmp.Name(), string(req)).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return fmt.Errorf("PyTorch side failed (install Debian's python3-torch and python3-torchvision, or pass --python): %v\n%s", err, ee.Stderr)
+		}
+		return fmt.Errorf("PyTorch side: %v (install Debian's python3-torch, or pass --python)", err)
+	}
+	if err := json.Unmarshal(out, res); err != nil {
+		return fmt.Errorf("PyTorch side printed no result: %v\n%s", err, out)
+	}
+	return nil
 }
 
 // timeInference times g's forward on the inference path of translate and eval (a tape that
