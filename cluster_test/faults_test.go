@@ -145,13 +145,29 @@ func TestKillAndRestart(t *testing.T) {
 		}
 	}
 	checkRun(t, total, all, partial{"node-1 (killed)", victim.snapshot(), resumeFrom})
+	c.seedCarriedNoGradients(stateBytes(t, survivors))
+}
+
+// stateBytes is the size of the encoded state a node sent to a joiner (weights, Adam moments
+// and image pools): more than one all-reduce of the gradients moves.
+func stateBytes(t *testing.T, ps []*proc) int64 {
+	t.Helper()
+	for _, p := range ps {
+		for _, l := range p.snapshot() {
+			if b, ok := l.int("bytes"); ok && l.Msg == "sent the state to the replicas behind" {
+				return b
+			}
+		}
+	}
+	t.Fatal("no node logged the state it sent")
+	return 0
 }
 
 // TestNATSRestart shuts the NATS server down mid-run and starts it again on the same port:
 // the nodes reconnect, resume from the last completed step and finish with identical replicas.
 func TestNATSRestart(t *testing.T) {
 	const total = 120
-	c := newCluster(t)
+	c := newExternalCluster(t)
 	ps, _ := c.startNodes(2, 2, total, long...)
 	_, vi := ps[0].waitLine(t, 0, 30*time.Second, "a view of 2", isView(2))
 	awaitStep(t, ps[0], vi, 20, 30*time.Second)

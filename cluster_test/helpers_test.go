@@ -86,12 +86,18 @@ func jobArgs(out string, steps int) []string {
 		"--checkpoint-every", "100000", "--threads", "1", "--quiet", "--log-format", "json"}
 }
 
-// cluster is one test's NATS server, credentials and nodes.
+// cluster is one test's NATS server, credentials and nodes. With perNode (newCluster) every
+// node runs a NATS server of its own and the servers route to each other; srv is a seed
+// server in the same NATS cluster, as a log collector's would be, that the tests publish and
+// read through but that carries no gradients. Otherwise (newExternalCluster) srv is the one
+// server all nodes connect to (wkd node --nats).
 type cluster struct {
 	t       *testing.T
+	perNode bool
 	srv     *node.NATSServer
 	natsURL string
 	port    int
+	route   string // the seed server's route address, with perNode
 	token   string
 	key     string
 	dir     string
@@ -101,7 +107,17 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{t: t, token: randHex(t, 16), dir: t.TempDir()}
+	return startCluster(t, true)
+}
+
+func newExternalCluster(t *testing.T) *cluster {
+	t.Helper()
+	return startCluster(t, false)
+}
+
+func startCluster(t *testing.T, perNode bool) *cluster {
+	t.Helper()
+	c := &cluster{t: t, perNode: perNode, token: randHex(t, 16), dir: t.TempDir()}
 	var err error
 	if c.key, err = node.NewGossipKey(); err != nil {
 		t.Fatal(err)
@@ -117,7 +133,11 @@ func (c *cluster) startNATS(port int) {
 	var err error
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c.srv, err = node.StartNATS(node.NATSConfig{Host: "127.0.0.1", Port: port, Token: c.token, MaxPayload: node.DefaultMaxPayload})
+		cfg := node.NATSConfig{Host: "127.0.0.1", Port: port, Token: c.token, MaxPayload: node.DefaultMaxPayload}
+		if c.perNode {
+			cfg.ClusterHost = "127.0.0.1"
+		}
+		c.srv, err = node.StartNATS(cfg)
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
@@ -128,6 +148,21 @@ func (c *cluster) startNATS(port int) {
 	}
 	c.port = c.srv.Port()
 	c.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", c.port)
+	if c.perNode {
+		c.route = fmt.Sprintf("127.0.0.1:%d", c.srv.ClusterPort())
+	}
+}
+
+// seedCarriedNoGradients checks, with perNode, that the seed server took in less than a
+// single gradient all-reduce's worth of bytes (minBytes: what one all-reduce of the run moves)
+// while the nodes trained: their servers send to each other directly.
+func (c *cluster) seedCarriedNoGradients(minBytes int64) {
+	c.t.Helper()
+	in, out := c.srv.Traffic()
+	c.t.Logf("seed NATS server: %d bytes in, %d out during the run", in, out)
+	if c.perNode && in+out >= minBytes {
+		c.t.Errorf("the seed server carried %d bytes in and %d out, at least one all-reduce (%d bytes): gradients went through it", in, out, minBytes)
+	}
 }
 
 func (c *cluster) stopAll() {
@@ -163,7 +198,12 @@ func (c *cluster) start(s nodeSpec) *proc {
 	c.t.Helper()
 	out := filepath.Join(c.dir, s.name)
 	args := []string{"node", "--job", "distill", "--name", s.name, "--bind", s.addr,
-		"--seeds", strings.Join(s.seeds, ","), "--nats", c.natsURL, "--min-nodes", fmt.Sprint(s.minNodes)}
+		"--seeds", strings.Join(s.seeds, ","), "--min-nodes", fmt.Sprint(s.minNodes)}
+	if c.perNode {
+		args = append(args, "--nats-listen", "127.0.0.1:0", "--nats-cluster", "127.0.0.1:0", "--nats-routes", c.route)
+	} else {
+		args = append(args, "--nats", c.natsURL)
+	}
 	args = append(args, jobArgs(out, s.steps)...)
 	args = append(args, s.extra...)
 	env := append(os.Environ(), node.NATSTokenEnv+"="+c.token, node.GossipKeyEnv+"="+c.key)

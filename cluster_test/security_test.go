@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -55,7 +56,7 @@ func TestWrongGossipKey(t *testing.T) {
 // TestNATSNeedsCredentials: the server refuses a client without a token or with a wrong one,
 // and a node with a wrong token exits with an error that says so.
 func TestNATSNeedsCredentials(t *testing.T) {
-	c := newCluster(t)
+	c := newExternalCluster(t)
 	for name, opts := range map[string][]nats.Option{
 		"no token":    nil,
 		"wrong token": {nats.Token("not-" + c.token)},
@@ -85,4 +86,84 @@ func TestNATSNeedsCredentials(t *testing.T) {
 	if out := p.tail(5); !strings.Contains(strings.ToLower(out), "authorization") || !strings.Contains(out, "token") {
 		t.Errorf("the node's error does not say the token was refused:\n%s", out)
 	}
+}
+
+// TestTLSCluster runs two nodes whose NATS servers speak mutual TLS with certificates of
+// `wkd certs`: they train to the end; a NATS client without a certificate, or with one of
+// another CA, is refused by a node's server, and a node with a certificate of another CA
+// never takes a rank (its routes are refused) and exits saying why.
+func TestTLSCluster(t *testing.T) {
+	const total = 200
+	c := newCluster(t)
+	good, evil := filepath.Join(c.dir, "certs"), filepath.Join(c.dir, "evil-certs")
+	runCmd(t, 30*time.Second, os.Environ(), "certs", "--out", good, "--nodes", "node-0,node-1")
+	runCmd(t, 30*time.Second, os.Environ(), "certs", "--out", evil, "--nodes", "evil")
+	tlsArgs := func(dir, name string) []string {
+		f := node.CertFiles(dir, name)
+		return []string{"--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA}
+	}
+	env := append(os.Environ(), node.NATSTokenEnv+"="+c.token, node.GossipKeyEnv+"="+c.key)
+	addrs := freeAddrs(t, 3)
+	start := func(name, addr, certDir string, extra ...string) *proc {
+		args := []string{"node", "--job", "distill", "--name", name, "--bind", addr, "--seeds", strings.Join(addrs[:2], ","),
+			"--min-nodes", "2", "--nats-listen", "127.0.0.1:0", "--nats-cluster", "127.0.0.1:0"}
+		args = append(append(append(args, jobArgs(filepath.Join(c.dir, name), total)...), long...), tlsArgs(certDir, name)...)
+		p := startProc(t, name, filepath.Join(c.dir, name), env, append(args, extra...)...)
+		c.mu.Lock()
+		c.procs = append(c.procs, p)
+		c.mu.Unlock()
+		return p
+	}
+	ps := []*proc{start("node-0", addrs[0], good), start("node-1", addrs[1], good)}
+	for _, p := range ps {
+		p.waitLine(t, 0, 30*time.Second, "a view of 2", isView(2))
+	}
+	// While the two train, a node with a certificate of another CA tries to join them.
+	intruder := start("evil", addrs[2], evil, "--join-timeout", "4s")
+	l, _ := ps[0].waitLine(t, 0, 5*time.Second, "its NATS server's URL", func(l line) bool { return l.Msg == "NATS server of this node" })
+	url := l.str("url")
+	if l.F["tls"] != true {
+		t.Errorf("node-0 says its NATS server runs without TLS: %s", l.Raw)
+	}
+	connect := func(opts ...nats.Option) error {
+		nc, err := nats.Connect(url, append(opts, nats.Token(c.token), nats.MaxReconnects(0), nats.Timeout(5*time.Second))...)
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}
+	if err := connect(); err == nil {
+		t.Error("a client with the token and no certificate connected to a node's NATS server")
+	}
+	for name, files := range map[string]node.TLSFiles{"another CA's": node.CertFiles(evil, "client"), "the cluster's": node.CertFiles(good, "client")} {
+		cfg, err := files.Config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = connect(nats.Secure(cfg))
+		if ok := name == "the cluster's"; (err == nil) != ok {
+			t.Errorf("a client with %s certificate: connect error %v (want refused: %v)", name, err, !ok)
+		}
+	}
+
+	if err := intruder.wait(t, 30*time.Second); err == nil {
+		t.Fatalf("the node with another CA's certificate exited cleanly:\n%s", intruder.tail(20))
+	}
+	if out := intruder.tail(5); !strings.Contains(out, "no NATS route") || !strings.Contains(out, "TLS") {
+		t.Errorf("the intruder's error does not say its routes were refused:\n%s", out)
+	}
+	if ps[0].exited() {
+		t.Error("node-0 finished before the intruder gave up: the test proves nothing about joining")
+	}
+	for _, p := range ps {
+		if err := p.wait(t, 60*time.Second); err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+		for _, l := range p.snapshot() {
+			if slices.Contains(l.strs("members"), "evil") {
+				t.Errorf("%s saw the intruder in a view: %s", p.name, l.Raw)
+			}
+		}
+	}
+	checkRun(t, total, ps)
 }

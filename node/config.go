@@ -38,6 +38,11 @@ type Config struct {
 	// embedded server), so peers and collectors can find it. May be empty.
 	NATSURL string
 
+	// RoutePort is the port of this node's embedded NATS server's route listener, announced
+	// with the node's advertised address so the other nodes' servers route to it. 0: the
+	// node has no server of its own (it uses an external NATS).
+	RoutePort int
+
 	// GossipKey encrypts and authenticates all gossip and view messages: 16, 24 or 32 bytes
 	// (AES-128/192/256). Every node needs the same key; a node with another key cannot join.
 	// When empty, New reads GossipKeyFile, then the WKD_GOSSIP_KEY environment variable.

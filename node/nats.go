@@ -1,11 +1,15 @@
 package node
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -18,6 +22,14 @@ const (
 	DefaultNATSPort = 4222
 	// DefaultMaxPayload fits a 1 MiB all-reduce chunk plus headers with room to spare.
 	DefaultMaxPayload = 8 << 20
+	// DefaultRoutePort is where a node's embedded server takes routes from the others.
+	DefaultRoutePort = 6222
+	// ClusterName names the NATS cluster every wkd server joins; servers of another name
+	// refuse the route.
+	ClusterName = "wkd"
+	// RouteUser is the user name a server presents on its routes; the password is the
+	// client token (or password), so one secret admits clients and servers alike.
+	RouteUser = "wkd-route"
 	// NATSTokenEnv names the environment variable holding the NATS token.
 	NATSTokenEnv = "WKD_NATS_TOKEN"
 	// PendingMsgsLimit and PendingBytesLimit bound what one subscription buffers before the
@@ -49,6 +61,21 @@ type NATSConfig struct {
 	// MaxPayload is the largest message in bytes. Larger costs server memory per client;
 	// smaller must still hold a chunk plus its header. Defaults to DefaultMaxPayload.
 	MaxPayload int32
+	// ClusterHost and ClusterPort are where the server accepts routes from the cluster's
+	// other servers, which then forward each message only to servers with a subscriber for
+	// it. An empty ClusterHost runs a lone server; ClusterPort 0 picks a free port.
+	ClusterHost string
+	ClusterPort int
+	// ClusterAdvertise is the host:port the other servers dial for this one's routes.
+	// Defaults to the listen address, which is wrong behind NAT or when listening on 0.0.0.0.
+	ClusterAdvertise string
+	// Routes are the host:port route listeners of other servers to dial from the start.
+	// One reachable server is enough: the servers tell each other about the rest (NATS route
+	// gossip). SetRoutes changes the list while running.
+	Routes []string
+	// TLS, if set, is required of every client and every route, both ways (mutual TLS):
+	// a peer without a certificate the config accepts cannot connect. See TLSFiles.
+	TLS *tls.Config
 	// Log receives the server's notices, warnings and errors; nil discards them.
 	Log *zerolog.Logger
 }
@@ -67,6 +94,10 @@ func (c NATSConfig) Validate() error {
 		return fmt.Errorf("%w: NATS MaxPayload %d is negative", ErrBadConfig, c.MaxPayload)
 	case (c.User == "") != (c.Password == ""):
 		return fmt.Errorf("%w: NATS user and password go together", ErrBadConfig)
+	case c.ClusterPort < 0 || c.ClusterPort > 65535:
+		return fmt.Errorf("%w: NATS cluster port %d is not in 0..65535", ErrBadConfig, c.ClusterPort)
+	case c.ClusterHost != "" && c.NKey != "" && !c.InsecureNoAuth:
+		return fmt.Errorf("%w: NATS routes are authenticated with the token or password; nkey-only servers cannot form a cluster", ErrBadConfig)
 	case c.NKey != "" && !strings.HasPrefix(c.NKey, "U"):
 		return fmt.Errorf("%w: NATS NKey must be a user public key (U...)", ErrBadConfig)
 	case !c.InsecureNoAuth && c.Token == "" && c.User == "" && c.NKey == "":
@@ -81,13 +112,33 @@ func (c NATSConfig) Validate() error {
 	if n > 1 {
 		return fmt.Errorf("%w: NATS takes one of token, user/password or nkey", ErrBadConfig)
 	}
+	for _, r := range append(c.Routes, c.ClusterAdvertise) {
+		if r == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			return fmt.Errorf("%w: NATS route address %q: want host:port", ErrBadConfig, r)
+		}
+	}
 	return nil
+}
+
+// routeSecret is the password routes present: the clients' secret.
+func (c NATSConfig) routeSecret() string {
+	if c.Token != "" {
+		return c.Token
+	}
+	return c.Password
 }
 
 // NATSServer is a nats-server running in this process.
 type NATSServer struct {
 	srv *server.Server
 	cfg NATSConfig
+
+	mu     sync.Mutex     // serializes SetRoutes
+	opts   server.Options // as given to the server, for ReloadOptions
+	routes []string       // host:port dialed now, sorted
 }
 
 // StartNATS starts the server and waits until it accepts clients.
@@ -116,6 +167,30 @@ func StartNATS(cfg NATSConfig) (*NATSServer, error) {
 	if cfg.NKey != "" {
 		opts.Nkeys = []*server.NkeyUser{{Nkey: cfg.NKey}}
 	}
+	if cfg.TLS != nil {
+		opts.TLSConfig, opts.TLSVerify, opts.TLSTimeout = cfg.TLS.Clone(), true, 5
+	}
+	routes := normalRoutes(cfg.Routes)
+	if cfg.ClusterHost != "" {
+		opts.Cluster = server.ClusterOpts{
+			Name:      ClusterName,
+			Host:      cfg.ClusterHost,
+			Port:      cfg.ClusterPort,
+			Advertise: cfg.ClusterAdvertise,
+		}
+		if cfg.ClusterPort == 0 {
+			opts.Cluster.Port = server.RANDOM_PORT
+		}
+		if secret := cfg.routeSecret(); secret != "" {
+			opts.Cluster.Username, opts.Cluster.Password = RouteUser, secret
+		}
+		if cfg.TLS != nil {
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = cfg.TLS.Clone(), 5
+		}
+		opts.Routes = routeURLs(routes, opts.Cluster.Username, opts.Cluster.Password)
+	} else if len(routes) > 0 {
+		return nil, fmt.Errorf("%w: NATS routes %v need a cluster listener (ClusterHost)", ErrBadConfig, routes)
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNATS, err)
@@ -129,7 +204,101 @@ func StartNATS(cfg NATSConfig) (*NATSServer, error) {
 		return nil, fmt.Errorf("%w: server on %s not ready in 10s (port %d taken?)", ErrNATS,
 			net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)), cfg.Port)
 	}
-	return &NATSServer{srv: srv, cfg: cfg}, nil
+	return &NATSServer{srv: srv, cfg: cfg, opts: *opts, routes: routes}, nil
+}
+
+// normalRoutes sorts and dedups host:port addresses, dropping empty ones.
+func normalRoutes(hostports []string) []string {
+	var out []string
+	for _, h := range hostports {
+		if h != "" {
+			out = append(out, h)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func routeURLs(hostports []string, user, password string) []*url.URL {
+	urls := make([]*url.URL, len(hostports))
+	for i, h := range hostports {
+		urls[i] = &url.URL{Scheme: "nats-route", Host: h}
+		if user != "" {
+			urls[i].User = url.UserPassword(user, password)
+		}
+	}
+	return urls
+}
+
+// SetRoutes makes the server dial exactly these route listeners (host:port) besides the
+// routes other servers dial to it: new ones are dialed, and dropped ones are no longer
+// retried. Servers that are gone leave the list this way instead of being retried forever.
+// A no-op when the set is unchanged.
+func (s *NATSServer) SetRoutes(hostports []string) error {
+	if s.cfg.ClusterHost == "" {
+		return fmt.Errorf("%w: routes need a cluster listener (ClusterHost)", ErrBadConfig)
+	}
+	routes := normalRoutes(hostports)
+	for _, r := range routes {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			return fmt.Errorf("%w: NATS route address %q: want host:port", ErrBadConfig, r)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Equal(routes, s.routes) {
+		return nil
+	}
+	opts := s.opts
+	opts.Routes = routeURLs(routes, s.opts.Cluster.Username, s.opts.Cluster.Password)
+	if err := s.srv.ReloadOptions(&opts); err != nil {
+		return fmt.Errorf("%w: set routes %v: %v", ErrNATS, routes, err)
+	}
+	s.opts, s.routes = opts, routes
+	return nil
+}
+
+// Routes are the host:port route listeners the server dials (as given; sorted).
+func (s *NATSServer) Routes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.routes)
+}
+
+// Peers is how many other servers this one has routes to now (a pair of servers may hold
+// several route connections, one per pool slot).
+func (s *NATSServer) Peers() int {
+	rz, err := s.srv.Routez(nil)
+	if err != nil {
+		return 0
+	}
+	ids := map[string]bool{}
+	for _, r := range rz.Routes {
+		ids[r.RemoteID] = true
+	}
+	return len(ids)
+}
+
+// Traffic is the bytes of messages this server has taken in and sent out since it started,
+// from clients and routes alike.
+func (s *NATSServer) Traffic() (in, out int64) {
+	v, err := s.srv.Varz(nil)
+	if err != nil {
+		return 0, 0
+	}
+	return v.InBytes, v.OutBytes
+}
+
+// ClusterPort is the port routes are accepted on (the chosen one when ClusterPort was 0);
+// 0 for a lone server.
+func (s *NATSServer) ClusterPort() int {
+	if s.cfg.ClusterHost == "" {
+		return 0
+	}
+	if a := s.srv.ClusterAddr(); a != nil {
+		return a.Port
+	}
+	return 0
 }
 
 // ClientURL is the nats:// URL clients dial (loopback when listening on all addresses).
@@ -149,11 +318,13 @@ func (s *NATSServer) Shutdown() {
 	s.srv.WaitForShutdown()
 }
 
-// Creds are what a client presents; set one kind.
+// Creds are what a client presents; set one kind of secret. TLS adds a client
+// certificate and the CA that signs the server's (see TLSFiles).
 type Creds struct {
 	Token          string
 	User, Password string
 	NKeySeedFile   string // file holding the user's nkey seed ("SU...")
+	TLS            *tls.Config
 }
 
 // Connect dials url with creds and reconnects forever (every ReconnectWait plus jitter), so a
@@ -180,6 +351,9 @@ func Connect(url string, creds Creds, opts ...nats.Option) (*nats.Conn, error) {
 			return nil, fmt.Errorf("%w: nkey seed file %s: %v", ErrNATS, creds.NKeySeedFile, err)
 		}
 		o = append(o, nk)
+	}
+	if creds.TLS != nil {
+		o = append(o, nats.Secure(creds.TLS.Clone()))
 	}
 	nc, err := nats.Connect(url, append(o, opts...)...)
 	if err != nil {

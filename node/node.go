@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
+	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +54,7 @@ type Node struct {
 type meta struct {
 	ID    string `json:"id"`
 	NATS  string `json:"nats,omitempty"`
+	Route string `json:"route,omitempty"`
 	State State  `json:"state"`
 }
 
@@ -104,7 +108,20 @@ func New(cfg Config, logger zerolog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("node: start memberlist on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	n.ml = ml
+	n.mu.Lock()
 	n.self.Addr = ml.LocalNode().Address()
+	if cfg.RoutePort > 0 {
+		// NATS routes go to the address the other nodes reach this one at.
+		n.self.Route = net.JoinHostPort(ml.LocalNode().Addr.String(), strconv.Itoa(cfg.RoutePort))
+	}
+	n.mu.Unlock()
+	if cfg.RoutePort > 0 {
+		// The address is only known now: announce it before the first contact.
+		if err := ml.UpdateNode(cfg.TCPTimeout); err != nil {
+			ml.Shutdown()
+			return nil, fmt.Errorf("node: announce the NATS route address: %w", err)
+		}
+	}
 	n.log.Info().Str("addr", n.self.Addr).Str("id", n.self.ID).Msg("memberlist listening")
 	n.signal()
 	n.wg.Add(1)
@@ -123,6 +140,15 @@ func (n *Node) ID() string { return n.self.ID }
 // starts a cluster of its own. ErrJoin when no seed answered (down, or holding another gossip
 // key); the caller may retry.
 func (n *Node) Join(seeds []string) error {
+	if err := n.Contact(seeds); err != nil {
+		return err
+	}
+	return n.SetState(StateReady)
+}
+
+// Contact joins the seeds' membership like Join but leaves this node in StateJoining: peers
+// see it, it takes no rank. SetState(StateReady) makes it eligible once it is ready.
+func (n *Node) Contact(seeds []string) error {
 	if seeds == nil {
 		seeds = n.cfg.Seeds
 	}
@@ -144,7 +170,7 @@ func (n *Node) Join(seeds []string) error {
 		default:
 		}
 	}
-	return n.SetState(StateReady)
+	return nil
 }
 
 // SetState announces s in this node's metadata. StateReady and StateTraining make the node
@@ -213,6 +239,19 @@ func (n *Node) Status() Status {
 // SetMetrics makes the node report its views (members, generation, rank) to m.
 func (n *Node) SetMetrics(m *Metrics) { n.metrics.Store(m) }
 
+// RouteAddrs are the NATS route listeners (host:port) that the other live members announce,
+// sorted: the routes this node's server should dial.
+func (n *Node) RouteAddrs() []string {
+	var out []string
+	for _, m := range n.readMembers() {
+		if m.Route != "" && !m.same(n.self) {
+			out = append(out, m.Route)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Members lists the live members as memberlist sees them now, sorted by name.
 func (n *Node) Members() []Member {
 	ms := n.readMembers()
@@ -239,7 +278,7 @@ func (n *Node) readMembers() []Member {
 			n.log.Warn().Str("peer", x.Name).Err(err).Msg("unreadable node metadata; ignoring peer")
 			continue
 		}
-		m := Member{Name: x.Name, ID: md.ID, NATSURL: md.NATS, Addr: x.Address(), State: md.State}
+		m := Member{Name: x.Name, ID: md.ID, NATSURL: md.NATS, Route: md.Route, Addr: x.Address(), State: md.State}
 		if m.same(n.self) {
 			m.State = n.state
 		}
@@ -392,7 +431,7 @@ type delegate struct{ n *Node }
 
 func (d delegate) NodeMeta(limit int) []byte {
 	d.n.mu.Lock()
-	md := meta{ID: d.n.self.ID, NATS: d.n.self.NATSURL, State: d.n.state}
+	md := meta{ID: d.n.self.ID, NATS: d.n.self.NATSURL, Route: d.n.self.Route, State: d.n.state}
 	d.n.mu.Unlock()
 	b, _ := json.Marshal(md)
 	if len(b) > limit {

@@ -37,6 +37,7 @@ type Member struct {
 	ID      string `json:"id"`       // new at each process start, so a restarted node is a new member
 	NATSURL string `json:"nats_url"` // where the node's NATS server or client is reachable
 	Addr    string `json:"addr"`     // memberlist host:port
+	Route   string `json:"route"`    // its NATS server's route listener host:port; empty without one
 	State   State  `json:"state"`
 }
 

@@ -31,6 +31,8 @@ func logsFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 	out := fs.String("out", filepath.Join("logs", "wkd.log"), "file the merged lines are appended to")
 	follow := fs.Bool("follow", true, "keep collecting until SIGINT/SIGTERM (false needs --duration)")
 	duration := fs.Duration("duration", 0, "stop after this long (e.g. 30s); 0: no limit")
+	var tf tlsFlags
+	bindTLSFlags(fs, &tf)
 	renamed(fs, "token", "nats-token")
 	renamed(fs, "token-file", "nats-token-file")
 	return func(args []string) error {
@@ -45,6 +47,12 @@ func logsFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 			return fmt.Errorf("--nats-token-file: %w", err)
 		}
 		creds := node.Creds{Token: tok, User: *user, Password: *password, NKeySeedFile: *nkeySeed}
+		if creds.TLS, err = tf.config(); err != nil {
+			return err
+		}
+		if err := tf.requirePlaintextOK("--nats", *url); err != nil {
+			return err
+		}
 		if tok == "" && *user == "" && *nkeySeed == "" {
 			return fmt.Errorf("no NATS credentials: give --nats-token-file, %s, --nats-token, --user/--password or --nkey-seed", node.NATSTokenEnv)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -17,7 +18,12 @@ import (
 )
 
 func init() {
-	register(command{name: "nats", summary: "run the NATS server the cluster's all-reduce and logs go through", group: groupCluster, flags: natsFlags})
+	register(command{name: "nats", summary: "run a NATS server: for an external bus (wkd node --nats), or a seed and log server of the nodes' own", group: groupCluster,
+		long: "Runs a NATS server. Nodes run servers of their own by default and route to each other;\n" +
+			"one started here with --cluster joins them (give its route address to the nodes'\n" +
+			"--nats-routes), so that `wkd logs` can read every node from it. Without --cluster it is\n" +
+			"a lone server that every node's traffic goes through (wkd node --nats URL).",
+		flags: natsFlags})
 }
 
 // natsMaxPayloadLimit is nats-server's own ceiling for max_payload.
@@ -32,6 +38,11 @@ func natsFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 	password := fs.String("password", "", "client password (with --user)")
 	insecure := fs.Bool("insecure-no-auth", false, "let anyone connect; only on a sealed network")
 	maxPayload := fs.String("max-payload", "8MiB", "largest message: bytes, or a number with KiB or MiB (at most 64MiB)")
+	cluster := fs.String("cluster", "", "accept routes from the nodes' servers on host:port (like 0.0.0.0:6222); empty: a lone server")
+	clusterAdv := fs.String("cluster-advertise", "", "host:port the other servers reach this one's routes at (default: the --cluster address)")
+	routes := fs.String("routes", "", "comma-separated host:port route addresses of other servers to join (with --cluster)")
+	var tf tlsFlags
+	bindTLSFlags(fs, &tf)
 	renamed(fs, "token", "nats-token")
 	renamed(fs, "token-file", "nats-token-file")
 	return func(args []string) error {
@@ -56,12 +67,34 @@ func natsFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 			return fmt.Errorf("no client credentials: give --nats-token-file, %s or --nats-token (or --user/--password); --insecure-no-auth runs without", node.NATSTokenEnv)
 		}
 
+		ncfg := node.NATSConfig{Host: *host, Port: *port, Token: tok, User: *user, Password: *password,
+			InsecureNoAuth: *insecure, MaxPayload: int32(mp), ClusterAdvertise: *clusterAdv}
+		if *cluster != "" {
+			if ncfg.ClusterHost, ncfg.ClusterPort, err = splitHostPort(*cluster); err != nil {
+				return fmt.Errorf("--cluster %q: want host:port, like 0.0.0.0:%d", *cluster, node.DefaultRoutePort)
+			}
+		}
+		if *routes != "" {
+			if *cluster == "" {
+				return fmt.Errorf("--routes needs --cluster (the address this server takes routes on), like --cluster 0.0.0.0:%d", node.DefaultRoutePort)
+			}
+			ncfg.Routes = strings.Split(*routes, ",")
+		}
+		if err := ncfg.Validate(); err != nil {
+			return fmt.Errorf("--cluster, --cluster-advertise or --routes: %w", err)
+		}
+		if ncfg.TLS, err = tf.config(); err != nil {
+			return err
+		}
+		if err := tf.requirePlaintextOK("--host", net.JoinHostPort(*host, "0")); err != nil {
+			return err
+		}
+
 		zerolog.TimeFieldFormat = time.RFC3339Nano
 		host0, _ := os.Hostname()
 		log := zerolog.New(os.Stdout).With().Timestamp().Str("node", host0).Str("component", "nats").Logger()
-		cfg := node.NATSConfig{Host: *host, Port: *port, Token: tok, User: *user, Password: *password,
-			InsecureNoAuth: *insecure, MaxPayload: int32(mp), Log: &log}
-		srv, err := node.StartNATS(cfg)
+		ncfg.Log = &log
+		srv, err := node.StartNATS(ncfg)
 		if err != nil {
 			return err
 		}
@@ -72,7 +105,11 @@ func natsFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 		case tok == "":
 			auth = "none (insecure)"
 		}
-		log.Info().Str("url", srv.ClientURL()).Int("port", srv.Port()).Int64("max_payload", mp).Str("auth", auth).Msg("NATS ready")
+		ev := log.Info().Str("url", srv.ClientURL()).Int("port", srv.Port()).Int64("max_payload", mp).Str("auth", auth)
+		if *cluster != "" {
+			ev = ev.Int("cluster_port", srv.ClusterPort()).Strs("routes", srv.Routes())
+		}
+		ev.Msg("NATS ready")
 
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

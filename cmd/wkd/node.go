@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -47,6 +48,9 @@ type clusterFlags struct {
 	seeds     string
 	keyFile   string
 	natsURL   string
+	natsHost  string // the node's own server: client address
+	natsRoute string // the node's own server: route address
+	natsExtra string // more route addresses to join
 	natsToken string
 	tokenFile string
 	minNodes  int
@@ -57,6 +61,7 @@ type clusterFlags struct {
 	joinWait  time.Duration
 	arTimeout time.Duration
 	overlap   bool
+	tls       tlsFlags
 }
 
 func bindClusterFlags(fs *pflag.FlagSet, c *clusterFlags) {
@@ -78,7 +83,10 @@ func bindClusterFlags(fs *pflag.FlagSet, c *clusterFlags) {
 	fs.StringVar(&c.advertise, "advertise", "", "address other nodes reach this one at (default: the bind address)")
 	fs.StringVar(&c.seeds, "seeds", "", "comma-separated host:port of nodes to join (empty: start a cluster)")
 	fs.StringVar(&c.keyFile, "gossip-key-file", "", "file with the base64 gossip key (else $WKD_GOSSIP_KEY); make one with 'wkd keygen'")
-	fs.StringVar(&c.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL (see 'wkd nats')")
+	fs.StringVar(&c.natsURL, "nats", "", "use this NATS server or cluster (nats://host:4222) instead of running one in the node")
+	fs.StringVar(&c.natsHost, "nats-listen", "0.0.0.0:4222", "the node's own NATS server: client address host:port ('wkd logs' reads the cluster there); port 0 picks one")
+	fs.StringVar(&c.natsRoute, "nats-cluster", "0.0.0.0:6222", "the node's own NATS server: route address host:port the other nodes' servers dial; port 0 picks one")
+	fs.StringVar(&c.natsExtra, "nats-routes", "", "comma-separated route addresses host:port of servers outside the nodes to join, like a 'wkd nats --cluster' seed")
 	fs.StringVar(&c.natsToken, "nats-token", "", "NATS token (prefer --nats-token-file or $WKD_NATS_TOKEN)")
 	fs.StringVar(&c.tokenFile, "nats-token-file", "", "file with the NATS token")
 	fs.IntVar(&c.minNodes, "min-nodes", 1, "train only when at least this many nodes are in the view; below it, wait")
@@ -89,6 +97,7 @@ func bindClusterFlags(fs *pflag.FlagSet, c *clusterFlags) {
 	fs.DurationVar(&c.joinWait, "join-timeout", 60*time.Second, "how long to keep trying the seeds")
 	fs.DurationVar(&c.arTimeout, "allreduce-timeout", 0, "abandon a step when a neighbour is silent this long (0: the preset's)")
 	fs.BoolVar(&c.overlap, "overlap", true, "average gradient buckets while backward still runs (false: after backward)")
+	bindTLSFlags(fs, &c.tls)
 }
 
 // jobFor reads --job from args (its flags depend on it).
@@ -137,15 +146,40 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 	if err != nil {
 		return err
 	}
-	nc, err := node.Connect(cf.natsURL, node.Creds{Token: token}, nats.Name(cf.name))
+	tlsCfg, err := cf.tls.config()
 	if err != nil {
-		return fmt.Errorf("--nats %s: %w (is 'wkd nats' running, and is the token right?)", cf.natsURL, err)
+		return err
+	}
+	if cf.natsURL != "" {
+		err = cf.tls.requirePlaintextOK("--nats", cf.natsURL)
+	} else {
+		err = cf.tls.requirePlaintextOK("--nats-cluster", cf.natsRoute)
+	}
+	if err != nil {
+		return err
+	}
+	srv, natsURL, err := startNodeNATS(cf, token, tlsCfg)
+	if err != nil {
+		return err
+	}
+	if srv != nil {
+		defer srv.Shutdown()
+	}
+	nc, err := node.Connect(natsURL, node.Creds{Token: token, TLS: tlsCfg}, nats.Name(cf.name))
+	if err != nil {
+		if srv != nil {
+			return fmt.Errorf("the node's own NATS server at %s: %w", natsURL, err)
+		}
+		return fmt.Errorf("--nats %s: %w (is the server running, and is the token right?)", natsURL, err)
 	}
 	defer nc.Close()
 	ship := node.NewShipper(nc, cf.name)
 	defer ship.Close()
 	out := io.MultiWriter(os.Stdout, ship)
 	log := node.NewLogger(cf.name, os.Stdout, ship)
+	if srv != nil {
+		log.Info().Str("url", natsURL).Int("route_port", srv.ClusterPort()).Bool("tls", tlsCfg != nil).Msg("NATS server of this node")
+	}
 	metrics := node.NewMetrics(cf.name, ship)
 	if cf.metrics != "" {
 		srv, err := metrics.ServeMetrics(cf.metrics)
@@ -165,7 +199,10 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 	}
 	// A rank needs at least one sample of each global batch: nodes beyond the batch size wait
 	// as spares.
-	ncfg.Name, ncfg.NATSURL, ncfg.MinNodes, ncfg.MaxNodes = cf.name, cf.natsURL, cf.minNodes, min(cf.maxNodes, cfg.BatchSize)
+	ncfg.Name, ncfg.NATSURL, ncfg.MinNodes, ncfg.MaxNodes = cf.name, natsURL, cf.minNodes, min(cf.maxNodes, cfg.BatchSize)
+	if srv != nil {
+		ncfg.RoutePort = srv.ClusterPort()
+	}
 	ncfg.GossipKeyFile = cf.keyFile
 	if ncfg.BindAddr, ncfg.BindPort, err = splitHostPort(cf.bind); err != nil {
 		return fmt.Errorf("--bind: %w", err)
@@ -188,7 +225,7 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 	defer stop()
 	deadline := time.Now().Add(cf.joinWait)
 	for {
-		err := n.Join(nil)
+		err := n.Contact(nil)
 		if err == nil {
 			break
 		}
@@ -203,6 +240,21 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 		}
 	}
 	defer n.Leave()
+	if srv != nil {
+		rctx, stopRoutes := context.WithCancel(context.Background())
+		routesDone := make(chan struct{})
+		go func() {
+			defer close(routesDone)
+			node.KeepRoutes(rctx, n, srv, splitList(cf.natsExtra), 500*time.Millisecond, log.With().Str("component", "nats").Logger())
+		}()
+		defer func() { stopRoutes(); <-routesDone }()
+		if err := awaitRoute(ctx, n, srv, deadline, log); err != nil {
+			return err
+		}
+	}
+	if err := n.SetState(node.StateReady); err != nil {
+		return err
+	}
 
 	m := &member{n: n, nc: nc, log: log, arCfg: arCfg, prefix: cf.prefix, metrics: metrics}
 	var t *trainer.Trainer
@@ -230,6 +282,77 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 		}
 	}
 	return m.train(ctx, t)
+}
+
+// startNodeNATS starts the node's own NATS server, which routes to the other nodes' servers,
+// unless --nats names a server to use instead. It returns the server (nil with --nats) and the
+// URL to connect to.
+func startNodeNATS(cf clusterFlags, token string, tlsCfg *tls.Config) (*node.NATSServer, string, error) {
+	if cf.natsURL != "" {
+		return nil, cf.natsURL, nil
+	}
+	if token == "" {
+		return nil, "", fmt.Errorf("the node's NATS server needs a token that every node shares: set %s, --nats-token-file or --nats-token (make one with 'wkd keygen')", node.NATSTokenEnv)
+	}
+	cfg := node.NATSConfig{Token: token, MaxPayload: node.DefaultMaxPayload, Routes: splitList(cf.natsExtra), TLS: tlsCfg}
+	var err error
+	if cfg.Host, cfg.Port, err = splitHostPort(cf.natsHost); err != nil {
+		return nil, "", fmt.Errorf("--nats-listen %q: want host:port, like 0.0.0.0:%d", cf.natsHost, node.DefaultNATSPort)
+	}
+	if cfg.ClusterHost, cfg.ClusterPort, err = splitHostPort(cf.natsRoute); err != nil || cfg.ClusterHost == "" {
+		return nil, "", fmt.Errorf("--nats-cluster %q: want host:port, like 0.0.0.0:%d", cf.natsRoute, node.DefaultRoutePort)
+	}
+	if cf.advertise != "" {
+		// Other servers gossip this address to each other; the listen address may be 0.0.0.0.
+		h, _, _ := net.SplitHostPort(cf.advertise)
+		if cfg.ClusterPort != 0 {
+			cfg.ClusterAdvertise = net.JoinHostPort(h, strconv.Itoa(cfg.ClusterPort))
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, "", fmt.Errorf("--nats-routes %q: %w", cf.natsExtra, err)
+	}
+	srv, err := node.StartNATS(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("the node's NATS server (--nats-listen %s, --nats-cluster %s): %w (a port in use? port 0 picks a free one)", cf.natsHost, cf.natsRoute, err)
+	}
+	return srv, srv.ClientURL(), nil
+}
+
+// awaitRoute waits until this node's NATS server has a route to another server, when any
+// other node announces one: a node whose routes are refused (a certificate of another CA,
+// another token, a closed port) must not take a rank in a ring it cannot reach.
+func awaitRoute(ctx context.Context, n *node.Node, srv *node.NATSServer, deadline time.Time, log zerolog.Logger) error {
+	said := time.Now()
+	for {
+		others := n.RouteAddrs()
+		if len(others) == 0 || srv.Peers() > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no NATS route to the other nodes' servers %v within --join-timeout: they refuse this one (a TLS certificate of another CA, another NATS token) or cannot be reached (is their --nats-cluster port open?)", others)
+		}
+		if time.Since(said) > 5*time.Second {
+			log.Warn().Strs("routes", others).Msg("waiting for a NATS route to the other nodes")
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // replicaDigest is the SHA-256 of the trained networks' parameters and their optimizer moments
