@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -399,4 +400,57 @@ func TestShortStall(t *testing.T) {
 		t.Logf("%s stepped out of an unchanged view %d times", p.name, n)
 	}
 	checkRun(t, total, ps)
+}
+
+// TestWholeClusterRestart stops every node (SIGTERM, as Ctrl-C or `docker-compose down` do)
+// mid-run over one shared run folder, then starts a cluster again under other names: it
+// continues from the newest checkpoint in the folder (the step rank 0 saved on the way out)
+// and finishes the run with identical replicas.
+func TestWholeClusterRestart(t *testing.T) {
+	const total = 80
+	c := newCluster(t)
+	shared := filepath.Join(c.dir, "run")
+	flags := append([]string{"--out", shared, "--checkpoint-every", "10"}, long...)
+	ps, _ := c.startNodes(2, 2, total, flags...)
+	_, vi := ps[0].waitLine(t, 0, 30*time.Second, "a view of 2", isView(2))
+	awaitStep(t, ps[0], vi, 25, 30*time.Second)
+	for _, p := range ps {
+		p.signal(syscall.SIGTERM)
+	}
+	for _, p := range ps {
+		p.wait(t, 30*time.Second) // an interrupted run exits with an error saying so
+	}
+	ckpts := loadCheckpoints(t, shared)
+	newest := int64(0)
+	for s := range ckpts {
+		newest = max(newest, s)
+	}
+	stopped := max(lastStepBefore(ps[0].snapshot(), len(ps[0].snapshot())), lastStepBefore(ps[1].snapshot(), len(ps[1].snapshot())))
+	t.Logf("stopped at step %d; newest checkpoint in the run folder: step %d", stopped, newest)
+	if newest < 25 {
+		t.Fatalf("newest checkpoint is of step %d, want one saved at or after step 25", newest)
+	}
+
+	addrs := freeAddrs(t, 2)
+	again := make([]*proc, 2)
+	for i, name := range []string{"other-a", "other-b"} {
+		again[i] = c.start(nodeSpec{name: name, addr: addrs[i], seeds: addrs, minNodes: 2, steps: total, extra: flags})
+	}
+	resumed := false
+	for _, p := range again {
+		l, _ := p.waitLine(t, 0, 30*time.Second, "a first step", isStep)
+		if s, _ := l.int("step"); s != newest+1 {
+			t.Errorf("%s: first step after the restart is %d, want %d (the newest checkpoint's next)", p.name, s, newest+1)
+		}
+		resumed = resumed || has(p.snapshot(), `"message":"resumed"`)
+	}
+	if !resumed {
+		t.Error("no restarted node logged that it resumed from the run folder")
+	}
+	for _, p := range again {
+		if err := p.wait(t, 60*time.Second); err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+	}
+	checkRun(t, total, again)
 }

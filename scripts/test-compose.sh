@@ -8,7 +8,9 @@
 #       new agreed view (higher generation, right size), training goes on, the joiner holds
 #       the same state as the others;
 #   (c) `docker network disconnect` of a node for longer than the failure timeouts: the others
-#       go on without it; after `docker network connect` it rejoins and catches up.
+#       go on without it; after `docker network connect` it rejoins and catches up;
+#   (d) `down` (volumes kept) and `up` again: the new nodes resume from the checkpoint that
+#       rank 0 wrote when stopped.
 # Replicas must stay bitwise identical throughout: every node logs a digest of its state
 # (field state_sha) every --log-every steps; all lines of one (view generation, step) must agree.
 #
@@ -316,6 +318,24 @@ check "(b,c) replicas identical at every logged step, across all views" $([ "${g
 ok=1
 shared_digest "$CUT" "$G6" "${NAMES[@]}" && ok=0
 check "(c) the rejoined node holds the same state as the others" $ok
+
+# ---------------------------------------------------------------- (d) whole-cluster restart
+say "(d) docker-compose down (volumes kept), then up --scale node=2: the run goes on"
+dc down -t 30 >"$TMP/down.log" 2>&1 || cat "$TMP/down.log"
+dc up -d --scale node=2 >"$TMP/up.log" 2>&1 || cat "$TMP/up.log"
+mapfile -t D_IDS < <(node_ids)
+D_NAMES=()
+for id in "${D_IDS[@]}"; do D_NAMES+=("$(node_name "$id")"); done
+resumed_at() { jqlog "select(.message == \"resumed\" and .node == \"$1\") | .step" | tail -n1; }
+ok=0
+wait_until 120 "a view of 2 of new nodes, 5 steps past the checkpoint" \
+	eval 'ck=$(jqlog "select(.message == \"stopped: writing a checkpoint\") | .step" | tail -n1); [ -n "$ck" ] && views_are 2 0 "${D_NAMES[@]}" && steps_past $((ck + 5)) "${D_NAMES[@]}"' || ok=1
+r=
+for n in "${D_NAMES[@]}"; do r="$r $(resumed_at "$n")"; done
+# Every new node sees the same run folder and resumes from the step saved on the way down.
+for x in $r; do [ "$x" = "$ck" ] || ok=1; done
+[ -n "${r// /}" ] || ok=1
+check "(d) new nodes ${D_NAMES[*]} resume from the checkpoint of the stop (step ${ck:-?})" $ok "resumed at:${r:- none}, now at step $(last_step "${D_NAMES[0]}")"
 
 say "done in $(($(date +%s) - T0))s"
 echo "$PASS passed, $FAIL failed"

@@ -38,6 +38,16 @@ func (t *Trainer) checkpointPath(step int64) string {
 	return filepath.Join(t.cfg.Dir, ckptDir, fmt.Sprintf("step-%08d.safetensors", step))
 }
 
+// Checkpoint writes a checkpoint of the last completed step into the run folder, unless one
+// of that step is already there: a cluster member that is stopped while its ring is broken
+// (every node stopping at once) keeps what was trained this way.
+func (t *Trainer) Checkpoint() error {
+	if t.lastCheckpointedStep == t.step {
+		return nil
+	}
+	return t.checkpoint()
+}
+
 // checkpoint writes the full training state: every network, both optimizers, the image pools,
 // the random stream, the data position and the configuration. The file is written to a
 // temporary name and renamed, and older checkpoints beyond KeepCheckpoints are removed only

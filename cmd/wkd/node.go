@@ -131,6 +131,21 @@ func nodeFlags(fs *pflag.FlagSet, argv []string) func([]string) error {
 		if err != nil {
 			return err
 		}
+		// A cluster started again over its run folder (every node stopped, then started, by
+		// whatever names) continues from the newest checkpoint there, as an elastic launcher
+		// would; the other nodes receive that state when the view forms.
+		if !f.resume && f.resumeFrom == "" && !f.overwrite {
+			latest, err := trainer.LatestCheckpoint(cfg.Dir)
+			if err != nil {
+				return fmt.Errorf("--out %s: %w", cfg.Dir, err)
+			}
+			if latest != "" {
+				f.resume = true
+				if cfg, err = resolveRun(fs, &f, distill); err != nil {
+					return fmt.Errorf("--out %s holds checkpoints of a run, which a node continues: %w", cfg.Dir, err)
+				}
+			}
+		}
 		return runNode(cf, f, cfg)
 	}
 }
@@ -443,6 +458,15 @@ func (m *member) train(ctx context.Context, t *trainer.Trainer) error {
 			time.Sleep(time.Second)
 			return nil
 		case ctx.Err() != nil:
+			// Stopped (Ctrl-C, docker-compose down): when every node stops at once the ring
+			// breaks before the trainer sees the signal, so rank 0 saves the last completed
+			// step here; a cluster started again over the run folder continues from it.
+			if v.Rank() == 0 && t.Step() > 0 {
+				log.Warn().Int64("step", t.Step()).Msg("stopped: writing a checkpoint")
+				if err := t.Checkpoint(); err != nil {
+					return errors.Join(ctx.Err(), err)
+				}
+			}
 			return ctx.Err()
 		case errors.Is(err, trainer.ErrStepAborted) || errors.Is(err, context.Canceled) || isRingError(err):
 			log.Warn().Err(err).Int64("step", t.Step()).Msg("view changed under the step; resuming from the last completed step")
