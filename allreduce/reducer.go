@@ -106,22 +106,31 @@ func checkSubjects(v View, subjects []string) error {
 }
 
 func (r *Reducer) subscribe(subject string) error {
+	sub, err := r.newSubscription(subject)
+	if err != nil {
+		return err
+	}
+	r.sub = sub
+	return nil
+}
+
+// newSubscription subscribes onMsg to subject and waits until the server has it.
+func (r *Reducer) newSubscription(subject string) (*nats.Subscription, error) {
 	sub, err := r.nc.Subscribe(subject, r.onMsg)
 	if err != nil {
-		return fmt.Errorf("allreduce: subscribe %s: %w", subject, err)
+		return nil, fmt.Errorf("allreduce: subscribe %s: %w", subject, err)
 	}
 	// A dropped chunk costs a timeout, so never drop for being slow: the Ring bounds what it holds.
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
 		_ = sub.Unsubscribe()
-		return fmt.Errorf("allreduce: pending limits on %s: %w", subject, err)
+		return nil, fmt.Errorf("allreduce: pending limits on %s: %w", subject, err)
 	}
 	// The server must know the subscription before a neighbour answers our greeting.
 	if err := r.nc.FlushTimeout(5 * time.Second); err != nil {
 		_ = sub.Unsubscribe()
-		return fmt.Errorf("allreduce: subscribe %s: %w", subject, err)
+		return nil, fmt.Errorf("allreduce: subscribe %s: %w", subject, err)
 	}
-	r.sub = sub
-	return nil
+	return sub, nil
 }
 
 func (r *Reducer) onMsg(msg *nats.Msg) {
@@ -266,20 +275,42 @@ func (r *Reducer) SetView(v View, subjects []string) error {
 	if err := checkSubjects(v, subjects); err != nil {
 		return err
 	}
+	check := func() error {
+		if r.closed {
+			return ErrClosed
+		}
+		if v.Generation <= r.ring.View().Generation {
+			return fmt.Errorf("%w: generation %d is not after %d", ErrBadArgument, v.Generation, r.ring.View().Generation)
+		}
+		return nil
+	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return ErrClosed
+	err := check()
+	own := subjects[v.Self]
+	resubscribe := own != r.subjects[r.ring.View().Self]
+	r.mu.Unlock()
+	if err != nil {
+		return err
 	}
-	if v.Generation <= r.ring.View().Generation {
-		return fmt.Errorf("%w: generation %d is not after %d", ErrBadArgument, v.Generation, r.ring.View().Generation)
-	}
-	if own := subjects[v.Self]; own != r.subjects[r.ring.View().Self] {
-		old := r.sub
-		if err := r.subscribe(own); err != nil {
+	// A subscription on a new subject waits for the server's acknowledgement (seconds, when
+	// NATS is away): without the lock, so that ticks and frames of the current view go on.
+	var sub *nats.Subscription
+	if resubscribe {
+		if sub, err = r.newSubscription(own); err != nil {
 			return err
 		}
-		_ = old.Unsubscribe()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := check(); err != nil { // closed, or a newer view set, meanwhile
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+		return err
+	}
+	if sub != nil {
+		_ = r.sub.Unsubscribe()
+		r.sub = sub
 	}
 	r.subjects = append([]string(nil), subjects...)
 	if err := r.ring.SetView(v); err != nil {

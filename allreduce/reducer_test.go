@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -444,4 +446,93 @@ func BenchmarkReducerAllReduce(b *testing.B) {
 		wg.Wait()
 	}
 	b.ReportMetric(float64(size)*float64(b.N)/b.Elapsed().Seconds()*2*(n-1)/n/1e9, "busGB/s")
+}
+
+// SetView onto a new subject waits for the server's acknowledgement of the subscription; it
+// must not hold the reducer while it does, or ticks, frames and every other call stall for as
+// long as NATS does not answer (up to the 5 s flush timeout). The client talks to the server
+// through a proxy that stops forwarding on demand.
+func TestSetViewDoesNotStallTheReducer(t *testing.T) {
+	url := startNATS(t)
+	p := newPauseProxy(t, strings.TrimPrefix(url, "nats://"))
+	nc, err := nats.Connect("nats://"+p.addr, nats.Token(testToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	r, err := New(nc, fastConfig(), View{Generation: 1, Self: 0, Size: 2}, testSubjects(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p.pause()
+	set := make(chan error, 1)
+	go func() { set <- r.SetView(View{Generation: 2, Self: 1, Size: 2}, testSubjects(2)) }()
+	time.Sleep(200 * time.Millisecond) // SetView waits in its flush by now
+	got := make(chan ReducerStats, 1)
+	go func() { got <- r.Stats() }()
+	select {
+	case <-got:
+	case err := <-set:
+		t.Fatalf("SetView returned (%v) while the server could not answer", err)
+	case <-time.After(2 * time.Second):
+		t.Fatal("Stats blocked for 2 s while SetView waited on the server: SetView holds the reducer's lock across I/O")
+	}
+	if err := <-set; err == nil {
+		t.Error("SetView succeeded though the server never acknowledged the subscription")
+	}
+}
+
+// pauseProxy forwards TCP connections to a server until paused.
+type pauseProxy struct {
+	addr   string
+	mu     sync.Mutex
+	paused bool
+}
+
+func newPauseProxy(t *testing.T, target string) *pauseProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	p := &pauseProxy{addr: ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			go p.copy(s, c)
+			go p.copy(c, s)
+		}
+	}()
+	return p
+}
+
+func (p *pauseProxy) pause() { p.mu.Lock(); p.paused = true; p.mu.Unlock() }
+
+func (p *pauseProxy) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		paused := p.paused
+		p.mu.Unlock()
+		if paused {
+			continue // dropped: the peer waits for an answer that never comes
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
 }

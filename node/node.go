@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -33,6 +34,7 @@ type Node struct {
 	status  Status
 	current View
 	hasView bool
+	moved   chan struct{} // closed and replaced when status or view changes
 
 	metrics  atomic.Pointer[Metrics]
 	core     *Agreement // owned by loop
@@ -40,7 +42,7 @@ type Node struct {
 	lastJoin time.Time  // owned by loop
 	joining  atomic.Bool
 	seedsIn  chan []string
-	peers    map[string]chan []byte
+	peers    map[string]*sender // guarded by mu
 	changed  chan struct{}
 	inbox    chan Message
 	views    chan View
@@ -76,11 +78,12 @@ func New(cfg Config, logger zerolog.Logger) (*Node, error) {
 		self:    Member{Name: cfg.Name, ID: newID(), NATSURL: cfg.NATSURL, State: StateJoining},
 		state:   StateJoining,
 		byName:  map[string]*memberlist.Node{},
-		peers:   map[string]chan []byte{},
+		peers:   map[string]*sender{},
 		changed: make(chan struct{}, 1),
 		inbox:   make(chan Message, 1024),
 		seedsIn: make(chan []string, 1),
 		views:   make(chan View, 1),
+		moved:   make(chan struct{}),
 		quit:    make(chan struct{}),
 	}
 	n.core = NewAgreement(n.self, cfg.MinNodes, cfg.MaxNodes, cfg.RetryTicks)
@@ -229,6 +232,27 @@ func (n *Node) View() (View, bool) {
 	return n.current, n.hasView && n.status.Phase == PhaseAgreed
 }
 
+// WaitChange blocks until cond holds, testing it now and after every change of the status or
+// the view, and reports whether it held (false: ctx ended or the node shut down first). cond
+// runs on the caller's goroutine and may call View and Status.
+func (n *Node) WaitChange(ctx context.Context, cond func() bool) bool {
+	for {
+		n.mu.Lock()
+		moved := n.moved
+		n.mu.Unlock()
+		if cond() {
+			return true
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return false
+		case <-n.quit:
+			return false
+		}
+	}
+}
+
 // Status says where the agreement stands (waiting for nodes, spare, proposing, agreed).
 func (n *Node) Status() Status {
 	n.mu.Lock()
@@ -313,6 +337,7 @@ func (n *Node) loop() {
 			return
 		case <-n.changed:
 			n.core.SetMembers(n.readMembers())
+			n.dropSenders()
 		case m := <-n.inbox:
 			n.core.Step(m)
 		case s := <-n.seedsIn:
@@ -379,6 +404,10 @@ func (n *Node) flush() {
 	if len(rd.Views) > 0 {
 		n.current, n.hasView = rd.Views[len(rd.Views)-1], true
 	}
+	if st != prev || len(rd.Views) > 0 {
+		close(n.moved)
+		n.moved = make(chan struct{})
+	}
 	n.mu.Unlock()
 	if st.Phase != prev.Phase {
 		n.log.Info().Str("phase", st.Phase.String()).Uint64("generation", st.Generation).Msg(st.String())
@@ -394,14 +423,22 @@ func (n *Node) flush() {
 	}
 }
 
+// sender is the queue and goroutine that send view messages to one peer.
+type sender struct {
+	ch   chan []byte
+	stop chan struct{}
+}
+
 // peer returns the send queue of a peer, starting its sender on first use. One goroutine per
 // peer keeps a dead peer's TCP timeouts from delaying messages to the others.
 func (n *Node) peer(name string) chan []byte {
-	if ch, ok := n.peers[name]; ok {
-		return ch
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s, ok := n.peers[name]; ok {
+		return s.ch
 	}
-	ch := make(chan []byte, peerQueue)
-	n.peers[name] = ch
+	s := &sender{ch: make(chan []byte, peerQueue), stop: make(chan struct{})}
+	n.peers[name] = s
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -409,7 +446,9 @@ func (n *Node) peer(name string) chan []byte {
 			select {
 			case <-n.quit:
 				return
-			case b := <-ch:
+			case <-s.stop:
+				return
+			case b := <-s.ch:
 				n.mu.Lock()
 				to := n.byName[name]
 				n.mu.Unlock()
@@ -422,7 +461,27 @@ func (n *Node) peer(name string) chan []byte {
 			}
 		}
 	}()
-	return ch
+	return s.ch
+}
+
+// dropSenders stops the senders of peers that are no longer members: names are new at each
+// process start (hostname-pid), so a cluster with churn would otherwise gather them forever.
+func (n *Node) dropSenders() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name, s := range n.peers {
+		if _, live := n.byName[name]; !live {
+			close(s.stop)
+			delete(n.peers, name)
+		}
+	}
+}
+
+// senders is how many peer senders run.
+func (n *Node) senders() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.peers)
 }
 
 // delegate adapts Node to memberlist's Delegate and EventDelegate. memberlist calls these

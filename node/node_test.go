@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -251,4 +252,63 @@ func testutilGauge(t *testing.T, m *Metrics, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// Nodes come and go under new names (as hostname-pid names do across restarts): the senders a
+// node started for departed peers stop, so their number follows the membership, not its
+// history.
+func TestSendersFollowMembership(t *testing.T) {
+	key := testKey(t)
+	a := startNode(t, "a", key)
+	for i := range 6 {
+		p := startNode(t, fmt.Sprintf("p%d", i), key, a.Addr())
+		waitView(t, 5*time.Second, 2, a, p)
+		if n := a.senders(); n < 1 {
+			t.Fatalf("round %d: a has %d senders with a peer in its view", i, n)
+		}
+		if err := p.Leave(); err != nil {
+			t.Fatal(err)
+		}
+		p.Shutdown()
+		waitView(t, 5*time.Second, 1, a)
+	}
+	if !a.WaitChange(timeoutCtx(t, 5*time.Second), func() bool { return a.senders() == 0 }) {
+		t.Fatalf("a runs %d senders after 6 peers came and left, want 0", a.senders())
+	}
+}
+
+// WaitChange returns at once when the condition holds, wakes on a view change, and gives up
+// when its context ends.
+func TestWaitChange(t *testing.T) {
+	key := testKey(t)
+	a := startNode(t, "a", key)
+	waitView(t, 5*time.Second, 1, a)
+	if !a.WaitChange(timeoutCtx(t, time.Second), func() bool { return true }) {
+		t.Fatal("WaitChange(true) = false")
+	}
+	start := time.Now()
+	if a.WaitChange(timeoutCtx(t, 100*time.Millisecond), func() bool { return false }) {
+		t.Fatal("WaitChange(false) = true")
+	}
+	if d := time.Since(start); d < 90*time.Millisecond {
+		t.Fatalf("WaitChange(false) returned after %v, before its context ended", d)
+	}
+	v, _ := a.View()
+	done := make(chan bool)
+	go func() {
+		done <- a.WaitChange(timeoutCtx(t, 10*time.Second), func() bool { cur, ok := a.View(); return ok && cur.Size() == 2 })
+	}()
+	startNode(t, "b", key, a.Addr())
+	if !<-done {
+		t.Fatal("WaitChange did not see the view of 2")
+	}
+	if cur, _ := a.View(); cur.Generation <= v.Generation {
+		t.Fatalf("generation %d after %d", cur.Generation, v.Generation)
+	}
+}
+
+func timeoutCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }

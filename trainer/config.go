@@ -24,8 +24,10 @@ var (
 	// copy does nothing), so the run stops without sending gradients or writing a checkpoint;
 	// resume from the last checkpoint in a new process.
 	ErrDevice = errors.New("trainer: the device failed")
-	// ErrWorldChanged is the cancellation cause a cluster member gives Run's context when the
-	// view ends under it: Run then stops without the checkpoint an interrupt writes.
+	// ErrWorldChanged is a cancellation cause a cluster member may give Run's context when the
+	// view ends under it. Run writes the checkpoint of an interrupt only when its context is
+	// cancelled without a cause of its own (context.Canceled or DeadlineExceeded); with any
+	// other cause, such as this one, it stops without.
 	ErrWorldChanged = errors.New("trainer: the world changed")
 )
 

@@ -321,9 +321,10 @@ func (t *Trainer) Run(ctx context.Context) error {
 		t.optG.SetLR(t.cfg.LR * factor)
 		t.optD.SetLR(t.cfg.LR * factor)
 		if err := t.runEpoch(ctx); err != nil {
-			// Interrupted by the user (not by a cluster's view change, which cancels with
-			// ErrWorldChanged as the cause): rank 0 saves the last completed step.
-			userStop := !errors.Is(context.Cause(ctx), ErrWorldChanged)
+			// Interrupted by the user (not by a cluster's view change, which cancels with a
+			// cause of its own, see ErrWorldChanged): rank 0 saves the last completed step.
+			cause := context.Cause(ctx)
+			userStop := errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded)
 			if userStop && t.world.Rank == 0 && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 				t.log.Warn().Int64("step", t.step).Msg("interrupted: writing a checkpoint")
 				if cerr := t.checkpoint(); cerr != nil {

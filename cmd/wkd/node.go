@@ -17,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -271,7 +270,7 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 		return err
 	}
 
-	m := &member{n: n, nc: nc, log: log, arCfg: arCfg, prefix: cf.prefix, metrics: metrics}
+	runner := node.NewRunner(n, nc, node.RunnerConfig{Prefix: cf.prefix, Reduce: arCfg}, log)
 	var t *trainer.Trainer
 	t, err = trainer.New(cfg, out, trainer.WithLogFields(map[string]any{"node": cf.name}), trainer.WithOverlap(cf.overlap),
 		trainer.WithObserver(func(r trainer.StepReport) {
@@ -296,7 +295,7 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 			return err
 		}
 	}
-	return m.train(ctx, t)
+	return runner.Run(ctx, trainerReplica{t})
 }
 
 // startNodeNATS starts the node's own NATS server, which routes to the other nodes' servers,
@@ -412,294 +411,14 @@ func splitHostPort(s string) (string, int, error) {
 	return h, port, err
 }
 
-// member drives one replica through views: for each agreed view it reconfigures the ring,
-// makes every replica hold the most advanced state (a joiner receives it), and trains until the
-// run ends or the view changes under a step, which is then rolled back.
-type member struct {
-	n       *node.Node
-	nc      *nats.Conn
-	log     zerolog.Logger
-	arCfg   allreduce.Config
-	prefix  string
-	metrics *node.Metrics
-	red     *allreduce.Reducer
-}
+// trainerReplica is the trainer as the Runner drives it.
+type trainerReplica struct{ *trainer.Trainer }
 
-func (m *member) train(ctx context.Context, t *trainer.Trainer) error {
-	defer func() {
-		if m.red != nil {
-			m.red.Close()
-		}
-	}()
-	for {
-		v, err := m.waitView(ctx)
-		if err != nil {
-			return err
-		}
-		log := m.log.With().Uint64("generation", v.Generation).Int("rank", v.Rank()).Int("world", v.Size()).Logger()
-		log.Info().Strs("members", v.Names()).Msg("view agreed")
-		if err := m.setView(v); err != nil {
-			return err
-		}
-		vctx, cancel := m.viewContext(ctx, v.Generation)
-		sync := &reducerSync{ctx: vctx, red: m.red, gen: v.Generation}
-		err = m.agreeState(vctx, t, v, sync, log)
-		if err == nil {
-			m.n.SetState(node.StateTraining)
-			t.SetWorld(trainer.World{Rank: v.Rank(), Size: v.Size(), Sync: sync})
-			err = t.Run(vctx)
-		}
-		cancel()
-		switch {
-		case err == nil:
-			log.Info().Int64("step", t.Step()).Msg("run finished")
-			// The last chunks of the last all-reduce may still be on their way to a peer:
-			// leaving at once would end its view and abort its final step.
-			time.Sleep(time.Second)
-			return nil
-		case ctx.Err() != nil:
-			// Stopped (Ctrl-C, docker-compose down): when every node stops at once the ring
-			// breaks before the trainer sees the signal, so rank 0 saves the last completed
-			// step here; a cluster started again over the run folder continues from it.
-			if v.Rank() == 0 && t.Step() > 0 {
-				log.Warn().Int64("step", t.Step()).Msg("stopped: writing a checkpoint")
-				if err := t.Checkpoint(); err != nil {
-					return errors.Join(ctx.Err(), err)
-				}
-			}
-			return ctx.Err()
-		case errors.Is(err, trainer.ErrStepAborted) || errors.Is(err, context.Canceled) || isRingError(err):
-			log.Warn().Err(err).Int64("step", t.Step()).Msg("view changed under the step; resuming from the last completed step")
-			if cur, ok := m.n.View(); ok && cur.Generation == v.Generation {
-				// The ring broke in an unchanged view (NATS was away, or a stall shorter than
-				// failure detection): a ring cannot start again in the same generation, so
-				// step out of the view to make the cluster agree a new one.
-				log.Warn().Msg("ring broke in an unchanged view; leaving it for a new one")
-				m.stepOut(ctx, v.Generation)
-			}
-			m.n.SetState(node.StateReady)
-			// Let membership settle before waiting for the next view.
-			time.Sleep(100 * time.Millisecond)
-		default:
-			return err
-		}
+func (r trainerReplica) Train(ctx context.Context, rank, size int, sync *node.GradSync) error {
+	r.SetWorld(trainer.World{Rank: rank, Size: size, Sync: sync})
+	err := r.Run(ctx)
+	if errors.Is(err, trainer.ErrStepAborted) {
+		return fmt.Errorf("%w: %w", node.ErrStepAborted, err)
 	}
-}
-
-// stepOut announces StateJoining and waits (at most 5 s) until the view of generation gen ends.
-func (m *member) stepOut(ctx context.Context, gen uint64) {
-	m.n.SetState(node.StateJoining)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if v, ok := m.n.View(); !ok || v.Generation != gen {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func isRingError(err error) bool {
-	return errors.Is(err, allreduce.ErrTimeout) || errors.Is(err, allreduce.ErrPeerAborted)
-}
-
-// waitView blocks until the node has an agreed, current view.
-func (m *member) waitView(ctx context.Context) (node.View, error) {
-	said := time.Time{}
-	for {
-		if v, ok := m.n.View(); ok {
-			return v, nil
-		}
-		if time.Since(said) > 5*time.Second {
-			m.log.Info().Str("status", m.n.Status().String()).Msg("waiting for a view")
-			said = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return node.View{}, ctx.Err()
-		case <-m.n.Views():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// viewContext is cancelled when ctx is, or when the view of generation gen ends.
-func (m *member) viewContext(ctx context.Context, gen uint64) (context.Context, context.CancelFunc) {
-	vctx, cancelCause := context.WithCancelCause(ctx)
-	cancel := func() { cancelCause(trainer.ErrWorldChanged) }
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-vctx.Done():
-				return
-			case <-tick.C:
-				if v, ok := m.n.View(); !ok || v.Generation != gen {
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	return vctx, cancel
-}
-
-func (m *member) setView(v node.View) error {
-	av := allreduce.View{Generation: v.Generation, Self: v.Rank(), Size: v.Size()}
-	subjects := make([]string, v.Size())
-	for r, name := range v.Names() {
-		subjects[r] = allreduce.Subject(m.prefix, name)
-	}
-	if m.red == nil {
-		red, err := allreduce.New(m.nc, m.arCfg, av, subjects)
-		if err != nil {
-			return err
-		}
-		m.red = red
-		return nil
-	}
-	return m.red.SetView(av, subjects)
-}
-
-// agreeState makes every replica of the view hold the state of the most advanced one (the
-// highest completed step; the lowest rank among equals): it sends its encoded state over
-// NATS to those behind. A joiner thus receives the current student, discriminator and
-// optimizer state before its first step, and survivors never lose a completed step.
-func (m *member) agreeState(ctx context.Context, t *trainer.Trainer, v node.View, s *reducerSync, log zerolog.Logger) error {
-	subject := fmt.Sprintf("%s.state.%d", m.prefix, v.Generation)
-	inbox := make(chan *nats.Msg, 1024)
-	sub, err := m.nc.ChanSubscribe(subject, inbox)
-	if err != nil {
-		return err
-	}
-	defer sub.Unsubscribe()
-	node.SetPendingLimits(sub)
-	if err := s.red.WaitPeers(ctx); err != nil {
-		return err
-	}
-	steps, err := s.exchange(t.Step(), v.Rank(), v.Size())
-	if err != nil {
-		return err
-	}
-	src, best := 0, steps[0]
-	for r, st := range steps {
-		if st > best {
-			src, best = r, st
-		}
-	}
-	behind := false
-	for _, st := range steps {
-		behind = behind || st != best
-	}
-	if !behind {
-		return nil
-	}
-	if v.Rank() == src {
-		b, err := t.StateBytes()
-		if err != nil {
-			return err
-		}
-		const chunk = 1 << 20
-		total := (len(b) + chunk - 1) / chunk
-		for i := range total {
-			msg := nats.NewMsg(subject)
-			msg.Header.Set("part", fmt.Sprintf("%d/%d", i, total))
-			msg.Data = b[i*chunk : min(len(b), (i+1)*chunk)]
-			if err := m.nc.PublishMsg(msg); err != nil {
-				return err
-			}
-		}
-		log.Info().Int64("step", best).Int("bytes", len(b)).Msg("sent the state to the replicas behind")
-	} else if steps[v.Rank()] != best {
-		var parts [][]byte
-		got := 0
-		for got == 0 || got < len(parts) {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case msg := <-inbox:
-				var i, n int
-				if _, err := fmt.Sscanf(msg.Header.Get("part"), "%d/%d", &i, &n); err != nil || n < 1 || i >= n {
-					continue
-				}
-				if parts == nil {
-					parts = make([][]byte, n)
-				}
-				if i < len(parts) && parts[i] == nil {
-					parts[i] = msg.Data
-					got++
-				}
-			}
-		}
-		var b []byte
-		for _, p := range parts {
-			b = append(b, p...)
-		}
-		if err := t.LoadStateBytes(b); err != nil {
-			return err
-		}
-		log.Info().Int64("step", t.Step()).Int("from_rank", src).Msg("received the state")
-	}
-	// Everyone holds the same step now: a last exchange checks it.
-	steps, err = s.exchange(t.Step(), v.Rank(), v.Size())
-	if err != nil {
-		return err
-	}
-	for r, st := range steps {
-		if st != t.Step() {
-			return fmt.Errorf("rank %d is at step %d after the state transfer, this one at %d", r, st, t.Step())
-		}
-	}
-	return nil
-}
-
-// reducerSync is the trainer's GradSync over the ring: each Average is one all-reduce of
-// generation gen, numbered in the order every replica makes them.
-type reducerSync struct {
-	ctx context.Context
-	red *allreduce.Reducer
-	gen uint64
-	seq uint64
-	mu  sync.Mutex
-}
-
-func (s *reducerSync) Average(values [][]float32) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.seq++
-	return s.red.AllReduce(s.ctx, s.gen, s.seq, values)
-}
-
-// Begin, Submit and Wait make reducerSync a trainer.BucketSync: the ring starts on a bucket
-// as soon as backward hands it over.
-func (s *reducerSync) Begin(nbuckets int) error {
-	s.seq++
-	return s.red.Begin(s.gen, s.seq, nbuckets)
-}
-
-func (s *reducerSync) Submit(b int, data []float32) error { return s.red.Submit(b, data) }
-
-func (s *reducerSync) Wait() error { return s.red.Wait(s.ctx) }
-
-// Abort makes reducerSync a trainer.Aborter: a replica whose device failed mid-backward ends
-// the step on every peer at once instead of leaving them to time out.
-func (s *reducerSync) Abort(err error) { s.red.Abort(err) }
-
-// exchange gathers every rank's step through the all-reduce: rank r writes its step, byte by
-// byte, into its own slots; the mean times the world size gives each byte back exactly.
-func (s *reducerSync) exchange(step int64, rank, size int) ([]int64, error) {
-	buf := make([]float32, 8*size)
-	for k := range 8 {
-		buf[8*rank+k] = float32((step >> (8 * k)) & 0xff)
-	}
-	if err := s.Average([][]float32{buf}); err != nil {
-		return nil, err
-	}
-	out := make([]int64, size)
-	for r := range size {
-		for k := range 8 {
-			out[r] |= int64(math.Round(float64(buf[8*r+k])*float64(size))) << (8 * k)
-		}
-	}
-	return out, nil
+	return err
 }
