@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,4 +167,36 @@ func TestTLSCluster(t *testing.T) {
 		}
 	}
 	checkRun(t, total, ps)
+}
+
+// TestLogsFromAnyNode reads the whole cluster's log lines with `wkd logs` from one node's own
+// NATS server: the other node's lines reach it over the routes.
+func TestLogsFromAnyNode(t *testing.T) {
+	const total = 150
+	c := newCluster(t)
+	ps, _ := c.startNodes(2, 2, total, long...)
+	l, _ := ps[1].waitLine(t, 0, 30*time.Second, "its NATS server's URL", func(l line) bool { return l.Msg == "NATS server of this node" })
+	out := filepath.Join(c.dir, "merged.log")
+	env := append(os.Environ(), node.NATSTokenEnv+"="+c.token)
+	logs := startProc(t, "logs", c.dir, env, "logs", "--nats", l.str("url"), "--out", out, "--duration", "60s")
+	c.mu.Lock()
+	c.procs = append(c.procs, logs)
+	c.mu.Unlock()
+	logs.waitLine(t, 0, 10*time.Second, "collecting", func(l line) bool { return strings.Contains(l.Raw, "collecting") })
+	for _, p := range ps {
+		if err := p.wait(t, 60*time.Second); err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+	}
+	logs.signal(syscall.SIGINT)
+	logs.wait(t, 10*time.Second)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"node-0", "node-1"} {
+		if n := strings.Count(string(b), `"node":"`+name+`"`); n < 10 {
+			t.Errorf("%d lines of %s in the log read from node-1's server, want its steps", n, name)
+		}
+	}
 }
