@@ -6,7 +6,7 @@ export CGO_ENABLED ?= 0
 # Packages with goroutines of their own: their tests also run under the race detector.
 RACE_PKGS := ./ops/ ./allreduce/... ./node/... ./sharding/... ./data/... ./trainer/... ./cmd/wkd/
 
-.PHONY: all build deps test vet fmt-check race bench bench-engine bench-inception bench-infer bench-allreduce demo cuda-check device-check experiments clean
+.PHONY: all build deps test vet fmt-check race bench bench-engine bench-inception bench-infer bench-allreduce bench-net demo cuda-check device-check experiments clean
 
 all: build
 
@@ -56,6 +56,11 @@ bench-infer: deps build
 bench-allreduce: build
 	$(BIN) bench-overlap
 	$(BIN) bench-allreduce
+
+# As root: the ring all-reduce between network namespaces over rate-limited veth links, through one
+# NATS server and through a server per node; last line "busbw/link: X" (server per node, worst).
+bench-net: build
+	$(BIN) bench-net
 
 demo: deps build
 	$(BIN) demo
