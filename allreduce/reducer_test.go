@@ -468,7 +468,13 @@ func TestSetViewDoesNotStallTheReducer(t *testing.T) {
 	p.pause()
 	set := make(chan error, 1)
 	go func() { set <- r.SetView(View{Generation: 2, Self: 1, Size: 2}, testSubjects(2)) }()
-	time.Sleep(200 * time.Millisecond) // SetView waits in its flush by now
+	// SetView waits in its flush once its SUB (and the PING after it) reached the proxy.
+	for deadline := time.Now().Add(5 * time.Second); p.droppedBytes() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("SetView sent nothing to the server in 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	got := make(chan ReducerStats, 1)
 	go func() { got <- r.Stats() }()
 	select {
@@ -485,10 +491,13 @@ func TestSetViewDoesNotStallTheReducer(t *testing.T) {
 
 // pauseProxy forwards TCP connections to a server until paused.
 type pauseProxy struct {
-	addr   string
-	mu     sync.Mutex
-	paused bool
+	addr    string
+	mu      sync.Mutex
+	paused  bool
+	dropped int // bytes not forwarded while paused
 }
+
+func (p *pauseProxy) droppedBytes() int { p.mu.Lock(); defer p.mu.Unlock(); return p.dropped }
 
 func newPauseProxy(t *testing.T, target string) *pauseProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -527,6 +536,9 @@ func (p *pauseProxy) copy(dst, src net.Conn) {
 		}
 		p.mu.Lock()
 		paused := p.paused
+		if paused {
+			p.dropped += n
+		}
 		p.mu.Unlock()
 		if paused {
 			continue // dropped: the peer waits for an answer that never comes

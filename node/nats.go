@@ -301,8 +301,15 @@ func (s *NATSServer) ClusterPort() int {
 	return 0
 }
 
-// ClientURL is the nats:// URL clients dial (loopback when listening on all addresses).
-func (s *NATSServer) ClientURL() string { return s.srv.ClientURL() }
+// ClientURL is the nats:// URL clients on this machine dial (loopback when the server
+// listens on all addresses).
+func (s *NATSServer) ClientURL() string {
+	host := s.cfg.Host
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "nats://" + net.JoinHostPort(host, strconv.Itoa(s.Port()))
+}
 
 // Port is the port the server listens on (the chosen one when Port was 0).
 func (s *NATSServer) Port() int {

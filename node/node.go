@@ -232,6 +232,16 @@ func (n *Node) View() (View, bool) {
 	return n.current, n.hasView && n.status.Phase == PhaseAgreed
 }
 
+// closed says whether Shutdown ran.
+func (n *Node) closed() bool {
+	select {
+	case <-n.quit:
+		return true
+	default:
+		return false
+	}
+}
+
 // WaitChange blocks until cond holds, testing it now and after every change of the status or
 // the view, and reports whether it held (false: ctx ended or the node shut down first). cond
 // runs on the caller's goroutine and may call View and Status.

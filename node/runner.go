@@ -1,10 +1,13 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"sync"
 	"time"
 
@@ -60,6 +63,9 @@ type RunnerConfig struct {
 	// (so that none leaves while a peer still needs its last chunks). Defaults to
 	// DefaultFinishTimeout.
 	FinishTimeout time.Duration
+	// StatePart is the payload of one message of the state, at most the server's max_payload
+	// less 4 KiB for headers. Defaults to 1 MiB.
+	StatePart int
 	// OnView, if set, is called with each view before training in it.
 	OnView func(v View)
 }
@@ -196,6 +202,9 @@ func (m *Runner) waitView(ctx context.Context) (View, error) {
 		if ctx.Err() != nil {
 			return View{}, ctx.Err()
 		}
+		if m.n.closed() {
+			return View{}, ErrClosed
+		}
 		m.log.Info().Str("status", m.n.Status().String()).Msg("waiting for a view")
 	}
 }
@@ -238,7 +247,7 @@ func (m *Runner) setView(v View) error {
 func (m *Runner) agreeState(ctx context.Context, r Replica, v View, log zerolog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StateTimeout)
 	defer cancel()
-	subject := fmt.Sprintf("%s.state.%d", m.cfg.Prefix, v.Generation)
+	subject := fmt.Sprintf("%s.state.%d.%s", m.cfg.Prefix, v.Generation, viewKey(v))
 	inbox := make(chan *nats.Msg, 1024)
 	sub, err := m.nc.ChanSubscribe(subject, inbox)
 	if err != nil {
@@ -257,6 +266,10 @@ func (m *Runner) agreeState(ctx context.Context, r Replica, v View, log zerolog.
 			src, best = rank, st
 		}
 	}
+	if steps[v.Rank()] == best {
+		// Only the replicas behind take the state in.
+		sub.Unsubscribe()
+	}
 	behind := false
 	for _, st := range steps {
 		behind = behind || st != best
@@ -270,11 +283,25 @@ func (m *Runner) agreeState(ctx context.Context, r Replica, v View, log zerolog.
 		if err != nil {
 			return err
 		}
-		resend = func() { m.sendState(subject, b) }
-		resend()
+		t0 := time.Now()
+		if err := m.sendState(subject, b); err != nil {
+			return err
+		}
+		// Again while the check below waits, in case a part was lost, but no more often than
+		// every second send's time: a large state must not crowd out the check's messages.
+		every, last := max(2*time.Since(t0), time.Second), time.Now()
+		resend = func() {
+			if time.Since(last) >= every {
+				if err := m.sendState(subject, b); err != nil {
+					log.Warn().Err(err).Msg("state not sent again")
+				}
+				last = time.Now()
+			}
+		}
 		log.Info().Int64("step", best).Int("bytes", len(b)).Msg("sent the state to the replicas behind")
 	} else if steps[v.Rank()] != best {
 		b, err := receiveState(ctx, inbox)
+		sub.Unsubscribe()
 		if err != nil {
 			return stateErr(ctx, "the state", err)
 		}
@@ -304,17 +331,22 @@ func stateErr(ctx context.Context, what string, err error) error {
 	return err
 }
 
-func (m *Runner) sendState(subject string, b []byte) {
-	total := (len(b) + stateChunk - 1) / stateChunk
+// sendState publishes b in parts that fit the server's largest message (at least one part).
+func (m *Runner) sendState(subject string, b []byte) error {
+	chunk := int(min(int64(cmp.Or(m.cfg.StatePart, stateChunk)), m.nc.MaxPayload()-4096))
+	if chunk < 1 {
+		return fmt.Errorf("%w: the NATS server's max_payload %d leaves no room for the state's parts", ErrStateTransfer, m.nc.MaxPayload())
+	}
+	total := max(1, (len(b)+chunk-1)/chunk)
 	for i := range total {
 		msg := nats.NewMsg(subject)
 		msg.Header.Set("part", fmt.Sprintf("%d/%d", i, total))
-		msg.Data = b[i*stateChunk : min(len(b), (i+1)*stateChunk)]
+		msg.Data = b[i*chunk : min(len(b), (i+1)*chunk)]
 		if err := m.nc.PublishMsg(msg); err != nil {
-			m.log.Warn().Err(err).Msg("state not sent")
-			return
+			return fmt.Errorf("%w: send part %d of %d: %w", ErrStateTransfer, i, total, err)
 		}
 	}
+	return nil
 }
 
 // receiveState collects the parts of a state from inbox (repeats are ignored).
@@ -327,13 +359,13 @@ func receiveState(ctx context.Context, inbox <-chan *nats.Msg) ([]byte, error) {
 			return nil, ctx.Err()
 		case msg := <-inbox:
 			var i, n int
-			if _, err := fmt.Sscanf(msg.Header.Get("part"), "%d/%d", &i, &n); err != nil || n < 1 || i >= n {
+			if _, err := fmt.Sscanf(msg.Header.Get("part"), "%d/%d", &i, &n); err != nil || n < 1 || n > 1<<20 || i < 0 || i >= n {
 				continue
 			}
 			if parts == nil {
 				parts = make([][]byte, n)
 			}
-			if i < len(parts) && parts[i] == nil {
+			if n == len(parts) && parts[i] == nil {
 				parts[i] = msg.Data
 				got++
 			}
@@ -359,7 +391,7 @@ type gatherMsg struct {
 // route, in order), so that last publication reaches everyone. tick, if set, runs at each
 // resend.
 func (m *Runner) gather(ctx context.Context, v View, phase string, value int64, tick func()) ([]int64, error) {
-	subject := fmt.Sprintf("%s.gather.%d.%s", m.cfg.Prefix, v.Generation, phase)
+	subject := fmt.Sprintf("%s.gather.%d.%s.%s", m.cfg.Prefix, v.Generation, viewKey(v), phase)
 	in := make(chan *nats.Msg, 4*v.Size()+16)
 	sub, err := m.nc.ChanSubscribe(subject, in)
 	if err != nil {
@@ -400,6 +432,17 @@ func (m *Runner) gather(ctx context.Context, v View, phase string, value int64, 
 	return out, publish()
 }
 
+// viewKey tells apart views of the same generation (two halves of a partition may each agree
+// one): a hash of the members' names and incarnations, for the subjects of the view's messages.
+func viewKey(v View) string {
+	h := fnv.New32a()
+	for _, x := range v.Members {
+		h.Write([]byte(x.key()))
+		h.Write([]byte{0})
+	}
+	return strconv.FormatUint(uint64(h.Sum32()), 36)
+}
+
 // finish is the end-of-run barrier: every rank says it finished, bounded by FinishTimeout.
 func (m *Runner) finish(ctx context.Context, v View) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.FinishTimeout)
@@ -425,10 +468,9 @@ type GradSync struct {
 // Average averages every rank's values in place.
 func (s *GradSync) Average(values [][]float32) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.seq++
-	seq := s.seq
-	s.mu.Unlock()
-	return s.red.AllReduce(s.ctx, s.gen, seq, values)
+	return s.red.AllReduce(s.ctx, s.gen, s.seq, values)
 }
 
 // Begin starts an all-reduce of nbuckets buckets, given one by one with Submit as backward

@@ -136,7 +136,8 @@ func startRunner(t *testing.T, key []byte, name string, minNodes int, rep *toyRe
 	}
 	ar := allreduce.DefaultLocalConfig()
 	ar.ChunkBytes = 256 // several chunks per all-reduce
-	r := NewRunner(n, nc, RunnerConfig{Prefix: "t", Reduce: ar, Resend: 20 * time.Millisecond, StateTimeout: 20 * time.Second}, testLogger(t, name))
+	// Parts of 100 bytes: the 1208-byte state goes in 13 messages.
+	r := NewRunner(n, nc, RunnerConfig{Prefix: "t", Reduce: ar, Resend: 20 * time.Millisecond, StateTimeout: 20 * time.Second, StatePart: 100}, testLogger(t, name))
 	m := &runnerMember{n: n, srv: srv, nc: nc, run: r, rep: rep, done: make(chan error, 1), stop: stop}
 	go func() { m.done <- r.Run(ctx, rep) }()
 	return m
@@ -219,8 +220,14 @@ func TestRunnerStopCheckpointsRank0(t *testing.T) {
 	for a.rep.Step() < 10 {
 		time.Sleep(5 * time.Millisecond)
 	}
-	a.stop()
+	// b stops first and leaves: the view ends under a before its own stop arrives, so a is
+	// waiting for a new view, not training, when it is stopped.
 	b.stop()
+	b.n.Leave()
+	if !a.n.WaitChange(timeoutCtx(t, 10*time.Second), func() bool { v, ok := a.n.View(); return !ok || v.Size() == 1 }) {
+		t.Fatal("a still in the view of 2 after b left")
+	}
+	a.stop()
 	for _, m := range []*runnerMember{a, b} {
 		select {
 		case err := <-m.done:

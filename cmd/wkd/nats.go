@@ -70,15 +70,23 @@ func natsFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 		ncfg := node.NATSConfig{Host: *host, Port: *port, Token: tok, User: *user, Password: *password,
 			InsecureNoAuth: *insecure, MaxPayload: int32(mp), ClusterAdvertise: *clusterAdv}
 		if *cluster != "" {
-			if ncfg.ClusterHost, ncfg.ClusterPort, err = splitHostPort(*cluster); err != nil {
+			if ncfg.ClusterHost, ncfg.ClusterPort, err = splitHostPort(*cluster); err != nil || ncfg.ClusterHost == "" {
 				return fmt.Errorf("--cluster %q: want host:port, like 0.0.0.0:%d", *cluster, node.DefaultRoutePort)
+			}
+			if err := tf.requirePlaintextOK("--cluster", *cluster); err != nil {
+				return err
 			}
 		}
 		if *routes != "" {
 			if *cluster == "" {
 				return fmt.Errorf("--routes needs --cluster (the address this server takes routes on), like --cluster 0.0.0.0:%d", node.DefaultRoutePort)
 			}
-			ncfg.Routes = strings.Split(*routes, ",")
+			ncfg.Routes = splitList(*routes)
+			for _, r := range ncfg.Routes {
+				if err := tf.requirePlaintextOK("--routes", r); err != nil {
+					return err
+				}
+			}
 		}
 		if err := ncfg.Validate(); err != nil {
 			return fmt.Errorf("--cluster, --cluster-advertise or --routes: %w", err)

@@ -33,7 +33,8 @@ import (
 func init() {
 	register(command{name: "node", summary: "one member of a training cluster: --job train|distill plus that job's flags", group: groupCluster,
 		long: "One member of a training cluster. The nodes find each other by gossip (--seeds), train\n" +
-			"data-parallel on their shares of the batch and average gradients over NATS (--nats).\n" +
+			"data-parallel on their shares of the batch and average gradients over NATS: each node\n" +
+			"runs a NATS server that routes to the others' (--nats uses an existing one instead).\n" +
 			"Beside the cluster flags, a node takes the flags of its job: wkd train or wkd distill.",
 		flags: nodeFlags, help: printReferenceNames})
 }
@@ -167,7 +168,7 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 	if cf.natsURL != "" {
 		err = cf.tls.requirePlaintextOK("--nats", cf.natsURL)
 	} else {
-		err = cf.tls.requirePlaintextOK("--nats-cluster", cf.natsRoute)
+		err = checkNodeNATSFlags(cf)
 	}
 	if err != nil {
 		return err
@@ -262,7 +263,7 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 			node.KeepRoutes(rctx, n, srv, splitList(cf.natsExtra), 500*time.Millisecond, log.With().Str("component", "nats").Logger())
 		}()
 		defer func() { stopRoutes(); <-routesDone }()
-		if err := awaitRoute(ctx, n, srv, deadline, log); err != nil {
+		if err := awaitRoute(ctx, n, srv, len(splitList(cf.natsExtra)), deadline, log); err != nil {
 			return err
 		}
 	}
@@ -296,6 +297,32 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 		}
 	}
 	return runner.Run(ctx, trainerReplica{t})
+}
+
+// checkNodeNATSFlags checks the addresses of the node's own NATS server, and that none of them
+// would carry plaintext off the machine without --insecure.
+func checkNodeNATSFlags(cf clusterFlags) error {
+	for _, f := range []struct{ name, value, like string }{
+		{"--nats-listen", cf.natsHost, fmt.Sprintf("0.0.0.0:%d", node.DefaultNATSPort)},
+		{"--nats-cluster", cf.natsRoute, fmt.Sprintf("0.0.0.0:%d", node.DefaultRoutePort)},
+	} {
+		host, port, err := splitHostPort(f.value)
+		if err != nil || host == "" || port < 0 || port > 65535 {
+			return fmt.Errorf("%s %q: want host:port with a port from 0 (any free one) to 65535, like %s", f.name, f.value, f.like)
+		}
+		if err := cf.tls.requirePlaintextOK(f.name, f.value); err != nil {
+			return err
+		}
+	}
+	for _, r := range splitList(cf.natsExtra) {
+		if _, port, err := splitHostPort(r); err != nil || port < 1 || port > 65535 {
+			return fmt.Errorf("--nats-routes %q: want comma-separated host:port, like nats:%d", r, node.DefaultRoutePort)
+		}
+		if err := cf.tls.requirePlaintextOK("--nats-routes", r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // startNodeNATS starts the node's own NATS server, which routes to the other nodes' servers,
@@ -336,11 +363,12 @@ func startNodeNATS(cf clusterFlags, token string, tlsCfg *tls.Config) (*node.NAT
 // awaitRoute waits until this node's NATS server has a route to another server, when any
 // other node announces one: a node whose routes are refused (a certificate of another CA,
 // another token, a closed port) must not take a rank in a ring it cannot reach.
-func awaitRoute(ctx context.Context, n *node.Node, srv *node.NATSServer, deadline time.Time, log zerolog.Logger) error {
+func awaitRoute(ctx context.Context, n *node.Node, srv *node.NATSServer, extra int, deadline time.Time, log zerolog.Logger) error {
 	said := time.Now()
 	for {
+		// More peers than servers outside the membership (--nats-routes): a node's among them.
 		others := n.RouteAddrs()
-		if len(others) == 0 || srv.Peers() > 0 {
+		if len(others) == 0 || srv.Peers() > extra {
 			return nil
 		}
 		if time.Now().After(deadline) {
