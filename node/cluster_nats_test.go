@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"testing"
@@ -174,7 +175,7 @@ func TestKeepRoutesFollowsMembership(t *testing.T) {
 	start := func(name string, seeds ...string) member {
 		srv := startClusterNATS(t, "tok")
 		cfg := DefaultLocalConfig()
-		cfg.Name, cfg.GossipKey, cfg.RoutePort = name, key, srv.ClusterPort()
+		cfg.Name, cfg.GossipKey, cfg.RoutePort, cfg.NATSPort = name, key, srv.ClusterPort(), srv.Port()
 		n, err := New(cfg, testLogger(t, name))
 		if err != nil {
 			t.Fatal(err)
@@ -200,6 +201,18 @@ func TestKeepRoutesFollowsMembership(t *testing.T) {
 		}
 		if got := m.srv.Routes(); len(got) != 2 || slices.Contains(got, routeAddr(m.srv)) {
 			t.Fatalf("%s dials %v, want the other two servers", m.n.cfg.Name, got)
+		}
+	}
+	// Each announces where its server takes clients, at the address the others reach it at.
+	for _, x := range a.n.Members() {
+		var want string
+		for _, m := range []member{a, b, c} {
+			if m.n.cfg.Name == x.Name {
+				want = fmt.Sprintf("nats://127.0.0.1:%d", m.srv.Port())
+			}
+		}
+		if x.NATSURL != want {
+			t.Errorf("a sees %s announce NATS URL %q, want %q", x.Name, x.NATSURL, want)
 		}
 	}
 

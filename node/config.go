@@ -38,6 +38,10 @@ type Config struct {
 	// embedded server), so peers and collectors can find it. May be empty.
 	NATSURL string
 
+	// NATSPort, if set, is the client port of this node's embedded NATS server: the node then
+	// announces nats://<its advertised address>:NATSPort as its NATS URL instead of NATSURL.
+	NATSPort int
+
 	// RoutePort is the port of this node's embedded NATS server's route listener, announced
 	// with the node's advertised address so the other nodes' servers route to it. 0: the
 	// node has no server of its own (it uses an external NATS).

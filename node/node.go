@@ -113,12 +113,15 @@ func New(cfg Config, logger zerolog.Logger) (*Node, error) {
 	n.ml = ml
 	n.mu.Lock()
 	n.self.Addr = ml.LocalNode().Address()
+	if cfg.NATSPort > 0 {
+		n.self.NATSURL = "nats://" + net.JoinHostPort(ml.LocalNode().Addr.String(), strconv.Itoa(cfg.NATSPort))
+	}
 	if cfg.RoutePort > 0 {
 		// NATS routes go to the address the other nodes reach this one at.
 		n.self.Route = net.JoinHostPort(ml.LocalNode().Addr.String(), strconv.Itoa(cfg.RoutePort))
 	}
 	n.mu.Unlock()
-	if cfg.RoutePort > 0 {
+	if cfg.RoutePort > 0 || cfg.NATSPort > 0 {
 		// The address is only known now: announce it before the first contact.
 		if err := ml.UpdateNode(cfg.TCPTimeout); err != nil {
 			ml.Shutdown()

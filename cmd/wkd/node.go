@@ -216,7 +216,7 @@ func runNode(cf clusterFlags, f runFlags, cfg trainer.Config) error {
 	// as spares.
 	ncfg.Name, ncfg.NATSURL, ncfg.MinNodes, ncfg.MaxNodes = cf.name, natsURL, cf.minNodes, min(cf.maxNodes, cfg.BatchSize)
 	if srv != nil {
-		ncfg.RoutePort = srv.ClusterPort()
+		ncfg.NATSPort, ncfg.RoutePort = srv.Port(), srv.ClusterPort()
 	}
 	ncfg.GossipKeyFile = cf.keyFile
 	if ncfg.BindAddr, ncfg.BindPort, err = splitHostPort(cf.bind); err != nil {
