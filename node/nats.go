@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -362,12 +363,28 @@ func Connect(url string, creds Creds, opts ...nats.Option) (*nats.Conn, error) {
 	if creds.TLS != nil {
 		o = append(o, nats.Secure(creds.TLS.Clone()))
 	}
-	nc, err := nats.Connect(url, append(o, opts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("%w: connect %s: %w", ErrNATS, url, err)
+	o = append(o, opts...)
+	deadline := time.Now().Add(connectRetryFor)
+	for {
+		nc, err := nats.Connect(url, o...)
+		if err == nil {
+			return nc, nil
+		}
+		// A server reloading its routes (SetRoutes) re-checks every client's credentials, and
+		// one in the middle of its handshake is dropped or even refused: try again for a
+		// while, unless nothing listens there.
+		if errors.Is(err, nats.ErrNoServers) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: connect %s: %w", ErrNATS, url, err)
+		}
+		time.Sleep(connectRetryWait)
 	}
-	return nc, nil
 }
+
+// connectRetryFor and connectRetryWait bound Connect's retries of a handshake cut short.
+var (
+	connectRetryFor  = 2 * time.Second
+	connectRetryWait = 20 * time.Millisecond
+)
 
 // SetPendingLimits applies PendingMsgsLimit and PendingBytesLimit to sub.
 func SetPendingLimits(sub *nats.Subscription) error {

@@ -118,13 +118,17 @@ func startRunner(t *testing.T, key []byte, name string, minNodes int, rep *toyRe
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Shutdown() })
+	// Connected before KeepRoutes changes the routes, as wkd node does: nats-server re-checks
+	// its clients on every reload and races with a handshake in progress.
+	nc := testConn(t, srv, "tok")
 	ctx, stop := context.WithCancel(context.Background())
 	t.Cleanup(stop)
-	go KeepRoutes(ctx, n, srv, nil, 20*time.Millisecond, testLogger(t, name))
+	routesDone := make(chan struct{})
+	go func() { KeepRoutes(ctx, n, srv, nil, 20*time.Millisecond, testLogger(t, name)); close(routesDone) }()
+	t.Cleanup(func() { stop(); <-routesDone })
 	if err := n.Contact(seeds); err != nil {
 		t.Fatal(err)
 	}
-	nc := testConn(t, srv, "tok")
 	// Ready once its server has a route to the others', as wkd node does.
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
