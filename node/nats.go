@@ -234,7 +234,8 @@ func routeURLs(hostports []string, user, password string) []*url.URL {
 // SetRoutes makes the server dial exactly these route listeners (host:port) besides the
 // routes other servers dial to it: new ones are dialed, and dropped ones are no longer
 // retried. Servers that are gone leave the list this way instead of being retried forever.
-// A no-op when the set is unchanged.
+// A no-op when the set is unchanged. A change reloads the server, which re-checks every
+// client: one connecting at that moment may be cut off (Connect tries again).
 func (s *NATSServer) SetRoutes(hostports []string) error {
 	if s.cfg.ClusterHost == "" {
 		return fmt.Errorf("%w: routes need a cluster listener (ClusterHost)", ErrBadConfig)
