@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"wkd/internal/atomicfile"
 )
 
 // ErrTLS: a certificate, key or CA file is missing, unreadable or does not fit the others, or
@@ -287,39 +289,13 @@ func (p KeyPair) WriteFiles(certFile, keyFile string) error {
 	if err != nil {
 		return fmt.Errorf("%w: key for %s: %w", ErrTLS, keyFile, err)
 	}
-	if err := writeFileAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := atomicfile.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return fmt.Errorf("%w: %w", ErrTLS, err)
 	}
-	if err := writeFileAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Cert.Raw}), 0o644); err != nil {
+	if err := atomicfile.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Cert.Raw}), 0o644); err != nil {
 		return fmt.Errorf("%w: %w", ErrTLS, err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to a new file beside name, then renames it over name, so name
-// has its mode from the start and a reader never sees half of it.
-func writeFileAtomic(name string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), name)
 }
 
 // CA is a cluster's private certificate authority: it signs the certificates of the cluster's

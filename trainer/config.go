@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"wkd/data"
+	"wkd/internal/atomicfile"
 	"wkd/models"
 )
 
@@ -376,7 +377,7 @@ func (c Config) Save() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(c.Dir, "config.json"), append(b, '\n'))
+	return atomicfile.WriteFile(filepath.Join(c.Dir, "config.json"), append(b, '\n'), 0o600)
 }
 
 // LoadConfig reads a run folder's config.json.
@@ -391,25 +392,4 @@ func LoadConfig(dir string) (Config, error) {
 		return Config{}, fmt.Errorf("%s: %w", p, err)
 	}
 	return c, nil
-}
-
-// writeFileAtomic writes via a temporary file in the same folder and a rename.
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
