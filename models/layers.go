@@ -71,10 +71,41 @@ func numel(t *ops.Tensor) int {
 type seq struct{ items []layer }
 
 func (s *seq) forward(p *pass, x *ops.Tensor) *ops.Tensor {
-	for _, l := range s.items {
-		x = l.forward(p, x)
+	for i := 0; i < len(s.items); i++ {
+		if !p.tp.Recording() {
+			if y, used := fuseInference(p, s.items[i:], x); used > 0 {
+				x, i = y, i+used-1
+				continue
+			}
+		}
+		x = s.items[i].forward(p, x)
 	}
 	return x
+}
+
+// fuseInference runs a (transposed) convolution followed by instance norm, and the ReLU
+// after it if there is one, as fewer passes when nothing is recorded: the convolution's bias
+// is left out, since instance norm subtracts each plane's mean and with it any constant per
+// channel, and norm and ReLU are one op. It returns how many of items it ran, 0 for none.
+func fuseInference(p *pass, items []layer, x *ops.Tensor) (*ops.Tensor, int) {
+	if len(items) < 2 {
+		return nil, 0
+	}
+	if n, ok := items[1].(*norm); !ok || n.kind != Instance {
+		return nil, 0
+	}
+	switch c := items[0].(type) {
+	case *conv:
+		x = ops.Conv2d(p.tp, x, c.w, nil, c.stride, c.pad)
+	case *convT:
+		x = ops.ConvTranspose2d(p.tp, x, c.w, nil, c.stride, c.pad, c.outPad)
+	default:
+		return nil, 0
+	}
+	if len(items) > 2 && items[2] == actReLU {
+		return ops.InstanceNormReLU(p.tp, x, normEps), 3
+	}
+	return ops.InstanceNorm2d(p.tp, x, nil, nil, normEps), 2
 }
 
 func (s *seq) visit(prefix string, v visitor) {

@@ -3,6 +3,7 @@ package models
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -165,4 +166,54 @@ func maxAbs(v []float32) float64 {
 		m = max(m, math.Abs(float64(x)))
 	}
 	return m
+}
+
+// TestInferenceTorchParity runs generators on the inference path (no tape, and a tape that
+// records nothing) at sizes where the fused and direct kernels serve them: convolution and
+// instance norm without the inert bias, norm and ReLU as one pass, stride-1 convolutions 32
+// and more outputs wide read in place. Outputs must match PyTorch's eval forward within 1e-4.
+func TestInferenceTorchParity(t *testing.T) {
+	t.Parallel()
+	cases := []parityCase{
+		{"resnet9_instance_128", Spec{Kind: ResNet9Blocks, InputNC: 3, OutputNC: 3, NGF: 8, Norm: Instance}, 2, 128, 136, false},
+		{"resnet2_instance_dropout", Spec{Kind: ResNet, NBlocks: 2, InputNC: 1, OutputNC: 3, NGF: 12, Norm: Instance, Dropout: true}, 1, 132, 128, false},
+		{"unet7_batch", Spec{Kind: UNet, NumDowns: 7, InputNC: 3, OutputNC: 3, NGF: 8, Norm: Batch, Dropout: true}, 1, 128, 128, false},
+	}
+	inputs := map[string]torchref.Array{}
+	script := torchNets + `
+def infer(c, net):
+    pre = c + "/"
+    sd = net.state_dict()
+    for k in sd:
+        if not k.endswith("num_batches_tracked"):
+            sd[k] = I[pre + k]
+    net.load_state_dict(sd, strict=True)
+    net.eval()
+    with torch.no_grad():
+        O[pre + "y"] = net(I[pre + "x"])
+`
+	got := map[string][]float32{}
+	for i, c := range cases {
+		m, err := Build(c.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		randomize(m, uint64(300+i))
+		x := ops.New(c.n, c.spec.InputNC, c.h, c.w)
+		ops.NewRNG(uint64(400+i)).FillNormal(x, 0, 1)
+		pre := c.name + "/"
+		inputs[pre+"x"] = torchref.Of(x.Data, x.Shape...)
+		for _, st := range m.State() {
+			inputs[pre+st.Name] = torchref.Of(st.Data, st.Shape...)
+		}
+		y := m.Forward(nil, x, false)
+		got[pre+"y"] = append([]float32(nil), y.Data...)
+		tp := ops.NewTape()
+		tp.SetNoGrad(true)
+		if y2 := m.Forward(tp, x, false); !slices.Equal(y2.Data, y.Data) {
+			t.Errorf("%s: a tape that records nothing gives another output than no tape", c.name)
+		}
+		script += fmt.Sprintf("infer(%q, %s)\n", c.name, pyBuild(c.spec))
+	}
+	torchref.Compare(t, 1e-4, got, torchref.Run(t, script, inputs))
 }

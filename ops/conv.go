@@ -109,6 +109,10 @@ func bData(b *Tensor) []float32 {
 func conv2dForward(y, x, w, b []float32, n, k int, g *convGeom) {
 	s := getScratch()
 	defer putScratch(s)
+	if useDirect(g) {
+		conv2dDirect(s, y, x, w, b, n, k, g)
+		return
+	}
 	rows, chw, ohw := g.rows(), g.c*g.h*g.w, g.oh*g.ow
 	band := g.bandRows()
 	if th := Threads(); th > 1 && !g.pointwise() {

@@ -39,25 +39,33 @@ var conv2dCases = []convCase{
 	{n: 1, c: 2, h: 6, w: 5, k: 3, kh: 7, kw: 7, stride: 1, pad: 3, bias: true},
 	{n: 2, c: 2, h: 9, w: 8, k: 2, kh: 7, kw: 7, stride: 1, pad: 0, bias: false},
 	{n: 2, c: 3, h: 6, w: 8, k: 2, kh: 3, kw: 5, stride: 3, pad: 2, bias: true},
+	// Unpadded stride-1 convs at least 32 outputs wide take the direct route (useDirect): full
+	// and edge tiles, channel panels of 8 and fewer, one and several depth passes.
+	{n: 2, c: 5, h: 4, w: 72, k: 11, kh: 3, kw: 3, stride: 1, pad: 0, bias: true},
+	{n: 1, c: 3, h: 8, w: 38, k: 16, kh: 7, kw: 7, stride: 1, pad: 0, bias: false},
+	{n: 2, c: 33, h: 3, w: 34, k: 8, kh: 3, kw: 3, stride: 1, pad: 0, bias: true},
 	// Narrow outputs at stride 1 take the flipped-kernel transposed route (viaTranspose).
 	{n: 2, c: 6, h: 5, w: 6, k: 1, kh: 3, kw: 3, stride: 1, pad: 1, bias: true},
 	{n: 2, c: 8, h: 6, w: 7, k: 1, kh: 4, kw: 4, stride: 1, pad: 1, bias: true},
 	{n: 2, c: 6, h: 6, w: 5, k: 2, kh: 7, kw: 7, stride: 1, pad: 3, bias: false},
 }
 
-// TestConv2dCasesCoverBothRoutes guards the table above: both conv routes must be exercised.
-func TestConv2dCasesCoverBothRoutes(t *testing.T) {
-	var direct, flipped int
+// TestConv2dCasesCoverAllRoutes guards the table above: every conv route must be exercised.
+func TestConv2dCasesCoverAllRoutes(t *testing.T) {
+	var cols, flipped, direct int
 	for _, cc := range conv2dCases {
 		g := newConvGeom(cc.c, cc.h, cc.w, cc.kh, cc.kw, cc.stride, cc.pad)
-		if viaTranspose(&g, cc.k) {
+		switch {
+		case viaTranspose(&g, cc.k):
 			flipped++
-		} else {
+		case g.stride == 1 && g.padH == 0 && g.padW == 0 && !g.pointwise() && g.ow >= directNR:
 			direct++
+		default:
+			cols++
 		}
 	}
-	if direct < 3 || flipped < 3 {
-		t.Errorf("conv2dCases: %d im2col cases, %d flipped-kernel cases; want at least 3 of each", direct, flipped)
+	if cols < 3 || flipped < 3 || direct < 3 {
+		t.Errorf("conv2dCases: %d im2col, %d flipped-kernel and %d direct cases; want at least 3 of each", cols, flipped, direct)
 	}
 }
 
@@ -350,6 +358,10 @@ var parityCases = []parityCase{
 	{name: "patch_4x4s2p1", cc: convCase{n: 2, c: 3, h: 22, w: 20, k: 16, kh: 4, kw: 4, stride: 2, pad: 1, bias: true}},
 	{name: "patch_4x4s1p1", cc: convCase{n: 2, c: 32, h: 9, w: 11, k: 1, kh: 4, kw: 4, stride: 1, pad: 1, bias: true}},
 	{name: "patch_4x4s2p1_nobias", cc: convCase{n: 2, c: 16, h: 12, w: 10, k: 32, kh: 4, kw: 4, stride: 2, pad: 1}},
+	// The direct route (useDirect): outputs 32 and more wide.
+	{name: "res_3x3_reflect1_direct", reflectPad: 1, cc: convCase{n: 2, c: 24, h: 5, w: 70, k: 20, kh: 3, kw: 3, stride: 1, bias: true}},
+	{name: "c7s1_reflect3_direct", reflectPad: 3, cc: convCase{n: 1, c: 3, h: 6, w: 64, k: 16, kh: 7, kw: 7, stride: 1, bias: true}},
+	{name: "res_3x3_reflect1_deep_direct", reflectPad: 1, cc: convCase{n: 1, c: 64, h: 4, w: 32, k: 64, kh: 3, kw: 3, stride: 1}},
 }
 
 // TestConvTorchParity runs every network configuration through PyTorch in one interpreter and
@@ -648,6 +660,74 @@ func TestConvBandsMatchSerial(t *testing.T) {
 			if got := y(); !slices.Equal(got, want) {
 				t.Errorf("%v, %d output rows per band: the banded forward differs from one thread's", cc, rowsPerBand)
 			}
+		}
+	}
+}
+
+// TestDirectKernelMatchesGo checks the direct convolution's assembly kernel against its Go
+// twin on scattered offsets, odd depths (the unrolled loop and its tail) and both store modes.
+func TestDirectKernelMatchesGo(t *testing.T) {
+	if directKernel == nil {
+		t.Skip("no direct convolution kernel on this CPU (AVX-512): the im2col route serves it")
+	}
+	r := rand.New(rand.NewPCG(9, 9))
+	src := make([]float32, 4096)
+	for i := range src {
+		src[i] = float32(r.NormFloat64())
+	}
+	for _, kc := range []int{1, 3, 4, 7, 64, 257} {
+		a := make([]float32, kc*directMR)
+		for i := range a {
+			a[i] = float32(r.NormFloat64())
+		}
+		offs := make([]int, kc)
+		for p := range offs {
+			offs[p] = r.IntN(len(src) - directNR)
+		}
+		const ldc = 40
+		for acc := range 2 {
+			got, want := make([]float32, directMR*ldc), make([]float32, directMR*ldc)
+			for i := range got {
+				got[i] = float32(i)
+				want[i] = float32(i)
+			}
+			directKernel(kc, &a[0], &src[0], &offs[0], &got[0], ldc, acc)
+			convKernelGo(kc, &a[0], &src[0], &offs[0], &want[0], ldc, acc)
+			for i := range got {
+				if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*math.Max(1, math.Abs(float64(want[i]))) {
+					t.Fatalf("kc %d acc %d: C[%d] = %g, Go kernel %g", kc, acc, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestDirectRouteMatchesIm2col: on a generator's shapes the direct route gives the im2col
+// route's output, with several workers, several depth passes and the Go kernel as well.
+func TestDirectRouteMatchesIm2col(t *testing.T) {
+	if directKernel == nil {
+		t.Skip("no direct convolution kernel on this CPU (AVX-512): the im2col route serves it")
+	}
+	old, oldKC, oldThreads := directKernel, directKC, Threads()
+	defer func() { directKernel, directKC = old, oldKC; SetThreads(oldThreads) }()
+	r := rand.New(rand.NewPCG(10, 10))
+	for _, cc := range []convCase{
+		{n: 2, c: 16, h: 10, w: 66, k: 16, kh: 3, kw: 3, stride: 1},
+		{n: 1, c: 3, h: 12, w: 262, k: 16, kh: 7, kw: 7, stride: 1, bias: true},
+		{n: 1, c: 40, h: 6, w: 50, k: 12, kh: 3, kw: 3, stride: 1, bias: true},
+	} {
+		x, w, b := cc.tensors(r, false)
+		directKernel = nil
+		want := Conv2d(nil, x, w, b, 1, 0).Data
+		for _, v := range []struct {
+			name    string
+			kern    func(kc int, a, b *float32, offs *int, c *float32, ldc int, acc int)
+			kc, thr int
+		}{{"asm", old, oldKC, 2}, {"asm_kc100", old, 100, 3}, {"go", convKernelGo, oldKC, 1}} {
+			directKernel, directKC = v.kern, v.kc
+			SetThreads(v.thr)
+			got := Conv2d(nil, x, w, b, 1, 0).Data
+			compareRef(t, cc.String()+"_"+v.name, got, toFloat64(want), 1e-5)
 		}
 	}
 }

@@ -177,12 +177,15 @@ func scatterAddStrided(dst, src []float32, s int) {
 // Scratches live on a free list, never shrink, and are shared by every tape: a step needs one
 // per concurrently running conv, not one per layer.
 type convScratch struct {
-	cols  []float32
-	wts   []float32 // a rearranged kernel and its gradient
-	im    im2colJob
-	ci    col2imJob
-	bias  biasJob
-	bands convBandJob
+	cols   []float32
+	wts    []float32 // a rearranged kernel and its gradient
+	im     im2colJob
+	ci     col2imJob
+	bias   biasJob
+	bands  convBandJob
+	direct directConvJob
+	offs   []int       // the direct convolution's offset table
+	edge   *directEdge // the direct convolution's edge tiles
 }
 
 var scratch struct {
@@ -206,6 +209,7 @@ func putScratch(s *convScratch) {
 	s.ci = col2imJob{}
 	s.bias = biasJob{}
 	s.bands = convBandJob{}
+	s.direct = directConvJob{}
 	scratch.Lock()
 	scratch.free = append(scratch.free, s)
 	scratch.Unlock()

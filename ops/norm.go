@@ -41,6 +41,30 @@ func InstanceNorm2d(tp *Tape, x, gamma, beta *Tensor, eps float32) *Tensor {
 	return out
 }
 
+// InstanceNormReLU is ReLU(InstanceNorm2d(x, nil, nil, eps)), the norm and activation that
+// follow most convolutions of a generator. When the tape records (or x is on a device) it is
+// the two ops; otherwise one pass reads each plane for its statistics and one writes the
+// normalized, rectified plane, instead of the two ops' three passes and two outputs.
+// x: (N, C, H, W) -> (N, C, H, W)
+func InstanceNormReLU(tp *Tape, x *Tensor, eps float32) *Tensor {
+	if tp.Recording() || x.dev != nil {
+		return ReLU(tp, InstanceNorm2d(tp, x, nil, nil, eps))
+	}
+	n, c, h, w := x.NCHW()
+	planes, hw := n*c, h*w
+	out := tp.alloc(x.Shape...)
+	if len(out.Data) == 0 {
+		return out
+	}
+	stats := tp.alloc(2 * planes)
+	k := normBodies.get()
+	*k = normKernel{run: instanceNormForward, x: x.Data, y: out.Data, stats: stats.Data,
+		c: c, hw: hw, eps: eps, relu: true}
+	ParallelFor(planes, normGrain(hw), k)
+	normRelease(k)
+	return out
+}
+
 // instanceNormForward normalizes planes [lo, hi).
 func instanceNormForward(k *normKernel, lo, hi int) {
 	planes := len(k.x) / k.hw
@@ -242,6 +266,7 @@ type normKernel struct {
 	c, hw       int
 	eps         float32
 	batch       bool // BN: statistics of this batch (gradient flows through them)
+	relu        bool // forward: rectify the normalized output (InstanceNormReLU)
 }
 
 func (k *normKernel) Run(lo, hi int) { k.run(k, lo, hi) }
@@ -284,6 +309,20 @@ func (k *normKernel) normalize(y, x []float32, ch int, mean, rstd float64) {
 	}
 	s, t := float32(sc), float32(sh)
 	y = y[:len(x)]
+	if n := len(x) &^ 15; n > 0 && affineVec != nil {
+		relu := 0
+		if k.relu {
+			relu = 1
+		}
+		affineVec(&y[0], &x[0], n, s, t, relu)
+		x, y = x[n:], y[n:]
+	}
+	if k.relu {
+		for i, v := range x {
+			y[i] = max(v*s+t, 0)
+		}
+		return
+	}
 	for i, v := range x {
 		y[i] = v*s + t
 	}
@@ -323,6 +362,14 @@ func gradSums(g, x []float32, mean float32) (sg, sgx float64) {
 	return s0 + s1, q0 + q1
 }
 
+// Vector loops for the norms' passes, nil where this CPU has none. affineVec writes
+// y = x*s + t (rectified when relu != 0) and momentsVec sums x - shift and its square in
+// float64 over 16 lanes; both take n a multiple of 16.
+var (
+	affineVec  func(y, x *float32, n int, s, t float32, relu int)
+	momentsVec func(x *float32, n int, shift float64, acc *[32]float64)
+)
+
 // moments accumulates the count, sum and sum of squares of x - shift, the shift being the
 // first value seen: close enough to the mean that the variance does not cancel.
 type moments struct {
@@ -342,6 +389,15 @@ func (m *moments) add(xs []float32) {
 	k := m.shift
 	var s0, s1, s2, s3, q0, q1, q2, q3 float64
 	i := 0
+	if n := len(xs) &^ 15; n > 0 && momentsVec != nil {
+		var acc [32]float64
+		momentsVec(&xs[0], n, k, &acc)
+		for l := 0; l < 16; l += 4 {
+			s0, s1, s2, s3 = s0+acc[l], s1+acc[l+1], s2+acc[l+2], s3+acc[l+3]
+			q0, q1, q2, q3 = q0+acc[16+l], q1+acc[17+l], q2+acc[18+l], q3+acc[19+l]
+		}
+		i = n
+	}
 	for ; i+4 <= len(xs); i += 4 {
 		v := xs[i : i+4 : i+4]
 		d0, d1, d2, d3 := float64(v[0])-k, float64(v[1])-k, float64(v[2])-k, float64(v[3])-k

@@ -250,3 +250,41 @@ func BenchmarkOpsVsTorch(b *testing.B) {
 		})
 	}
 }
+
+// TestNormVectorLoopsMatchGo: the vector loops of the norms' two passes give the Go loops'
+// results on lengths with and without a tail of fewer than 16 values, with and without ReLU.
+func TestNormVectorLoopsMatchGo(t *testing.T) {
+	if affineVec == nil || momentsVec == nil {
+		t.Skip("no vector loops on this CPU (AVX-512): the Go loops serve")
+	}
+	av, mv := affineVec, momentsVec
+	defer func() { affineVec, momentsVec = av, mv }()
+	r := rand.New(rand.NewPCG(12, 12))
+	for _, n := range []int{5, 16, 47, 4096} {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = 3 + float32(r.NormFloat64())
+		}
+		for _, relu := range []bool{false, true} {
+			k := normKernel{relu: relu}
+			var vec, ref moments
+			got, want := make([]float32, n), make([]float32, n)
+			affineVec, momentsVec = av, mv
+			vec.add(x)
+			gm, gv := vec.meanVar()
+			k.normalize(got, x, 0, gm, 1/math.Sqrt(gv+1e-5))
+			affineVec, momentsVec = nil, nil
+			ref.add(x)
+			wm, wv := ref.meanVar()
+			k.normalize(want, x, 0, wm, 1/math.Sqrt(wv+1e-5))
+			if math.Abs(gm-wm) > 1e-12 || math.Abs(gv-wv) > 1e-9 {
+				t.Errorf("n %d: vector moments mean %v var %v, Go %v %v", n, gm, gv, wm, wv)
+			}
+			for i := range got {
+				if math.Abs(float64(got[i]-want[i])) > 1e-6 {
+					t.Fatalf("n %d relu %v: y[%d] = %v, Go loop %v", n, relu, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,188 @@
+package ops
+
+import "unsafe"
+
+// Direct convolution: a stride-1 convolution without padding (the generators' 3x3 and 7x7
+// convolutions run on a reflection-padded input) as a GEMM whose B operand is never built.
+// Row (c, i, j) of the im2col matrix, over 32 consecutive output positions of one output row,
+// is 32 consecutive input values starting at c*H*W + i*W + j from the tile's corner, so the
+// micro-kernel reads B in place through a table of those offsets. That skips writing the
+// column matrix (KH*KW times the input) and packing it again for the GEMM, the two copies
+// that cost as much as the multiply-adds on the 16-64 channel convolutions of small students.
+
+// The direct kernel's register tile: directMR output channels by directNR output positions.
+const directMR, directNR = 8, 32
+
+// directKernel is the micro-kernel: C[8x32] = A * B (+ C when acc != 0), with A packed as
+// kc steps of 8 weights and row p of B the 32 floats at b + offs[p]. nil where this CPU has
+// none, and then convolutions take the im2col route.
+var directKernel func(kc int, a, b *float32, offs *int, c *float32, ldc int, acc int)
+
+// directKC is the depth of one pass of the kernel over a tile: its 8 x directKC weights stay
+// in L1 while it runs.
+var directKC = 256
+
+// useDirect reports whether conv2dForward computes g directly.
+func useDirect(g *convGeom) bool {
+	return directKernel != nil && g.stride == 1 && g.padH == 0 && g.padW == 0 && !g.pointwise() && g.ow >= directNR
+}
+
+// convKernelGo is directKernel in Go, the reference the assembly is tested against.
+func convKernelGo(kc int, a, b *float32, offs *int, c *float32, ldc int, acc int) {
+	ap := unsafe.Slice(a, kc*directMR)
+	op := unsafe.Slice(offs, kc)
+	var t [directMR][directNR]float32
+	for p := range kc {
+		row := unsafe.Slice((*float32)(unsafe.Add(unsafe.Pointer(b), 4*op[p])), directNR)
+		for r := range directMR {
+			w := ap[p*directMR+r]
+			for x, v := range row {
+				t[r][x] += w * v
+			}
+		}
+	}
+	cs := unsafe.Slice(c, (directMR-1)*ldc+directNR)
+	for r := range directMR {
+		out := cs[r*ldc : r*ldc+directNR]
+		for x := range out {
+			if acc != 0 {
+				out[x] += t[r][x]
+			} else {
+				out[x] = t[r][x]
+			}
+		}
+	}
+}
+
+// directEdge is one worker's space for edge tiles: a tile of C, a gathered B of up to 64
+// steps and the offsets that read it in order.
+type directEdge struct {
+	tile  [directMR * directNR]float32
+	panel [64 * directNR]float32
+	seq   [64]int
+}
+
+// directConvJob is one direct convolution as a ParallelFor body over the N*OH output rows.
+type directConvJob struct {
+	g    convGeom
+	x, y []float32 // x: (N, C, H, W); y: (N, K, OH, OW)
+	wp   []float32 // the weights packed by packDirectWeights
+	offs []int     // offs[r] for the im2col row r = (c, i, j): c*H*W + i*W + j
+	k    int
+}
+
+// packDirectWeights writes w (K, rows) as ceil(K/8) panels of 8 output channels, each stored
+// step by step (panel[p*8 + r] = w[q+r][p]); channels past K are zero.
+func packDirectWeights(dst, w []float32, k, rows int) {
+	for q := 0; q < k; q += directMR {
+		panel := dst[q*rows : (q+directMR)*rows]
+		for r := range directMR {
+			if q+r >= k {
+				for p := range rows {
+					panel[p*directMR+r] = 0
+				}
+				continue
+			}
+			for p, v := range w[(q+r)*rows : (q+r+1)*rows] {
+				panel[p*directMR+r] = v
+			}
+		}
+	}
+}
+
+// directOffsets fills offs with the input offset of each im2col row of g.
+func directOffsets(offs []int, g *convGeom) {
+	for c := range g.c {
+		for i := range g.kh {
+			for j := range g.kw {
+				offs[(c*g.kh+i)*g.kw+j] = c*g.h*g.w + i*g.w + j
+			}
+		}
+	}
+}
+
+func (j *directConvJob) Run(lo, hi int) {
+	g := &j.g
+	rows, chw, ohw := g.rows(), g.c*g.h*g.w, g.oh*g.ow
+	// Tiles on the right edge (fewer than 32 positions left in the row) and panels of fewer
+	// than 8 channels go through a scratch tile; an edge tile's B is gathered first, so no
+	// read runs past the image.
+	s := getScratch()
+	defer putScratch(s)
+	if s.edge == nil {
+		s.edge = new(directEdge)
+		for p := range s.edge.seq {
+			s.edge.seq[p] = p * directNR
+		}
+	}
+	tile, panel, seq := &s.edge.tile, &s.edge.panel, &s.edge.seq
+	for r := lo; r < hi; r++ {
+		img, oh := r/g.oh, r%g.oh
+		xi := j.x[img*chw : (img+1)*chw]
+		yi := j.y[img*j.k*ohw : (img+1)*j.k*ohw]
+		for pc := 0; pc < rows; pc += directKC {
+			kb := min(directKC, rows-pc)
+			acc := 0
+			if pc > 0 {
+				acc = 1
+			}
+			for q := 0; q < j.k; q += directMR {
+				ap := &j.wp[q*rows+pc*directMR]
+				mrows := min(directMR, j.k-q)
+				for ow0 := 0; ow0 < g.ow; ow0 += directNR {
+					cols := min(directNR, g.ow-ow0)
+					base := oh*g.w + ow0
+					ci := q*ohw + oh*g.ow + ow0
+					if cols == directNR && mrows == directMR {
+						directKernel(kb, ap, &xi[base], &j.offs[pc], &yi[ci], ohw, acc)
+						continue
+					}
+					if cols == directNR {
+						directKernel(kb, ap, &xi[base], &j.offs[pc], &tile[0], directNR, 0)
+					} else {
+						// Gather B in steps of at most 64 rows and accumulate them in the tile.
+						for p0 := 0; p0 < kb; p0 += 64 {
+							pb := min(64, kb-p0)
+							for p := range pb {
+								src := xi[base+j.offs[pc+p0+p]:][:cols]
+								dst := panel[p*directNR : (p+1)*directNR]
+								copy(dst, src)
+								clear(dst[cols:])
+							}
+							directKernel(pb, &j.wp[q*rows+(pc+p0)*directMR], &panel[0], &seq[0], &tile[0], directNR, min(p0, 1))
+						}
+					}
+					for rr := range mrows {
+						out := yi[ci+rr*ohw : ci+rr*ohw+cols]
+						t := tile[rr*directNR : rr*directNR+cols]
+						if acc != 0 {
+							addTo(out, t)
+						} else {
+							copy(out, t)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// conv2dDirect computes y = conv(x, w) + b for a geometry useDirect accepts.
+// y: (N, K, OH, OW); x: (N, C, H, W); w: (K, C*KH*KW); b: (K) or nil.
+func conv2dDirect(s *convScratch, y, x, w, b []float32, n, k int, g *convGeom) {
+	rows := g.rows()
+	kp := (k + directMR - 1) / directMR * directMR
+	wp := s.weightBuf(kp * rows)
+	packDirectWeights(wp, w, k, rows)
+	if cap(s.offs) < rows {
+		s.offs = make([]int, rows)
+	}
+	offs := s.offs[:rows]
+	directOffsets(offs, g)
+	s.direct = directConvJob{g: *g, x: x, y: y, wp: wp, offs: offs, k: k}
+	ParallelFor(n*g.oh, 1, &s.direct)
+	s.direct = directConvJob{}
+	if b != nil {
+		s.addBias(y, b, n, k, g.oh*g.ow)
+	}
+}
