@@ -309,7 +309,7 @@ func (k *normKernel) normalize(y, x []float32, ch int, mean, rstd float64) {
 	}
 	s, t := float32(sc), float32(sh)
 	y = y[:len(x)]
-	if n := len(x) &^ 15; n > 0 && affineVec != nil {
+	if n := len(x) &^ 15; n > 0 && hasNormVec {
 		relu := 0
 		if k.relu {
 			relu = 1
@@ -362,14 +362,6 @@ func gradSums(g, x []float32, mean float32) (sg, sgx float64) {
 	return s0 + s1, q0 + q1
 }
 
-// Vector loops for the norms' passes, nil where this CPU has none. affineVec writes
-// y = x*s + t (rectified when relu != 0) and momentsVec sums x - shift and its square in
-// float64 over 16 lanes; both take n a multiple of 16.
-var (
-	affineVec  func(y, x *float32, n int, s, t float32, relu int)
-	momentsVec func(x *float32, n int, shift float64, acc *[32]float64)
-)
-
 // moments accumulates the count, sum and sum of squares of x - shift, the shift being the
 // first value seen: close enough to the mean that the variance does not cancel.
 type moments struct {
@@ -389,7 +381,7 @@ func (m *moments) add(xs []float32) {
 	k := m.shift
 	var s0, s1, s2, s3, q0, q1, q2, q3 float64
 	i := 0
-	if n := len(xs) &^ 15; n > 0 && momentsVec != nil {
+	if n := len(xs) &^ 15; n > 0 && hasNormVec {
 		var acc [32]float64
 		momentsVec(&xs[0], n, k, &acc)
 		for l := 0; l < 16; l += 4 {
