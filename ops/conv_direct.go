@@ -186,3 +186,129 @@ func conv2dDirect(s *convScratch, y, x, w, b []float32, n, k int, g *convGeom) {
 		s.addBias(y, b, n, k, g.oh*g.ow)
 	}
 }
+
+// A transposed convolution of stride s splits into s*s phases: the outputs (s*a + ph, s*b + pw)
+// of one phase are a stride-1 correlation of the input with the kernel taps ki = rh + s*t,
+// kj = rw + s*u (rh = (ph + pad) mod s), in reverse order. Each phase runs on the direct kernel
+// over a zero-padded copy of the input, into a buffer that one pass then interleaves into the
+// output, instead of a GEMM into columns s*s/... times the output's size and a col2im that adds
+// them back one kernel tap at a time.
+
+// convTPhase is one phase along one axis: taps kernel entries r, r+s, ..., n outputs, and
+// the input index of output a and tap t is a + d - t.
+type convTPhase struct{ r, taps, n, d int }
+
+func convTPhaseOf(ph, s, pad, k, out int) convTPhase {
+	r := (ph + pad) % s
+	return convTPhase{r: r, taps: max(0, (k-r+s-1)/s), n: max(0, (out-ph+s-1)/s), d: (ph + pad) / s}
+}
+
+// useDirectT reports whether convTranspose2dForward takes the phase route for g, the
+// geometry of the convolution the transposed one reverses.
+func useDirectT(g *convGeom) bool {
+	return directKernel != nil && g.stride >= 2 && g.kh >= g.stride && g.kw >= g.stride &&
+		g.w/g.stride >= directNR && g.padH == g.padW
+}
+
+// interleaveJob writes one phase's output (N*K planes of n x m) into every s-th row and
+// column of y from (ph, pw), adding the bias.
+type interleaveJob struct {
+	y, src, b []float32
+	k, oh, ow int
+	n, m      int
+	s, ph, pw int
+}
+
+func (j *interleaveJob) Run(lo, hi int) {
+	for pl := lo; pl < hi; pl++ {
+		bias := float32(0)
+		if j.b != nil {
+			bias = j.b[pl%j.k]
+		}
+		out := j.y[pl*j.oh*j.ow : (pl+1)*j.oh*j.ow]
+		in := j.src[pl*j.n*j.m : (pl+1)*j.n*j.m]
+		for a := range j.n {
+			row := out[(j.s*a+j.ph)*j.ow+j.pw:]
+			for b, v := range in[a*j.m : (a+1)*j.m] {
+				row[j.s*b] = v + bias
+			}
+		}
+	}
+}
+
+// convTransposeDirect computes y = conv^T(x, w) + b phase by phase, for a geometry useDirectT
+// accepts. y: (N, K, OH, OW); x: (N, C, H, W); w: (C, K*KH*KW); b: (K) or nil; g: the
+// geometry of the convolution from (K, OH, OW) to (C, H, W).
+func convTransposeDirect(s *convScratch, y, x, w, b []float32, n, c int, g *convGeom) {
+	k, st, pad := g.c, g.stride, g.padH
+	h, wd := g.oh, g.ow
+	// Padding of the copy: enough above and left for the last tap of every phase, below
+	// and right for the last output's first tap and whole tiles.
+	pt, pl, hp, wp := 0, 0, h, wd
+	for ph := range st {
+		py := convTPhaseOf(ph, st, pad, g.kh, g.h)
+		px := convTPhaseOf(ph, st, pad, g.kw, g.w)
+		pt, pl = max(pt, py.taps-1-py.d), max(pl, px.taps-1-px.d)
+	}
+	for ph := range st {
+		py := convTPhaseOf(ph, st, pad, g.kh, g.h)
+		px := convTPhaseOf(ph, st, pad, g.kw, g.w)
+		hp, wp = max(hp, py.n+py.d+pt, h+pt), max(wp, px.n+px.d+pl, wd+pl)
+	}
+	chw := c * hp * wp
+	xp := s.colBuf(n * chw)
+	clear(xp)
+	for img := range n {
+		for ch := range c {
+			src := x[(img*c+ch)*h*wd:]
+			dst := xp[img*chw+ch*hp*wp+pt*wp+pl:]
+			for i := range h {
+				copy(dst[i*wp:i*wp+wd], src[i*wd:(i+1)*wd])
+			}
+		}
+	}
+	khw := g.kh * g.kw
+	for ph := range st {
+		py := convTPhaseOf(ph, st, pad, g.kh, g.h)
+		for pw := range st {
+			px := convTPhaseOf(pw, st, pad, g.kw, g.w)
+			rows := c * py.taps * px.taps
+			if py.n == 0 || px.n == 0 {
+				continue
+			}
+			phase := s.phaseBuf(n * k * py.n * px.n)
+			if rows == 0 {
+				clear(phase)
+			} else {
+				// The phase's weights (K, C*taps*taps), taps reversed, and their offsets.
+				wt := s.tapBuf(k * rows)
+				if cap(s.offs) < rows {
+					s.offs = make([]int, rows)
+				}
+				offs := s.offs[:rows]
+				for ch := range c {
+					for t := range py.taps {
+						for u := range px.taps {
+							r := (ch*py.taps+t)*px.taps + u
+							ki, kj := py.r+st*(py.taps-1-t), px.r+st*(px.taps-1-u)
+							for o := range k {
+								wt[o*rows+r] = w[ch*k*khw+o*khw+ki*g.kw+kj]
+							}
+							offs[r] = ch*hp*wp + (py.d-(py.taps-1-t)+pt)*wp + px.d - (px.taps - 1 - u) + pl
+						}
+					}
+				}
+				kp := (k + directMR - 1) / directMR * directMR
+				wpk := s.weightBuf(kp * rows)
+				packDirectWeights(wpk, wt, k, rows)
+				s.direct = directConvJob{g: convGeom{c: c, h: hp, w: wp, kh: py.taps, kw: px.taps, stride: 1, oh: py.n, ow: px.n},
+					x: xp, y: phase, wp: wpk, offs: offs, k: k}
+				ParallelFor(n*py.n, 1, &s.direct)
+				s.direct = directConvJob{}
+			}
+			s.inter = interleaveJob{y: y, src: phase, b: b, k: k, oh: g.h, ow: g.w, n: py.n, m: px.n, s: st, ph: ph, pw: pw}
+			ParallelFor(n*k, 1, &s.inter)
+			s.inter = interleaveJob{}
+		}
+	}
+}

@@ -361,6 +361,8 @@ var parityCases = []parityCase{
 	// The direct route (useDirect): outputs 32 and more wide.
 	{name: "res_3x3_reflect1_direct", reflectPad: 1, cc: convCase{n: 2, c: 24, h: 5, w: 70, k: 20, kh: 3, kw: 3, stride: 1, bias: true}},
 	{name: "c7s1_reflect3_direct", reflectPad: 3, cc: convCase{n: 1, c: 3, h: 6, w: 64, k: 16, kh: 7, kw: 7, stride: 1, bias: true}},
+	{name: "up_T3x3s2p1op1_direct", transposed: true, cc: convCase{n: 2, c: 24, h: 4, w: 35, k: 12, kh: 3, kw: 3, stride: 2, pad: 1, outPad: 1, bias: true}},
+	{name: "unet_T4x4s2p1_direct", transposed: true, cc: convCase{n: 1, c: 16, h: 3, w: 32, k: 8, kh: 4, kw: 4, stride: 2, pad: 1}},
 	{name: "res_3x3_reflect1_deep_direct", reflectPad: 1, cc: convCase{n: 1, c: 64, h: 4, w: 32, k: 64, kh: 3, kw: 3, stride: 1}},
 }
 
@@ -729,5 +731,37 @@ func TestDirectRouteMatchesIm2col(t *testing.T) {
 			got := Conv2d(nil, x, w, b, 1, 0).Data
 			compareRef(t, cc.String()+"_"+v.name, got, toFloat64(want), 1e-5)
 		}
+	}
+}
+
+// TestTransposedPhasesMatchCols: the phase route of ConvTranspose2d (useDirectT) gives the
+// GEMM + col2im route's output, for the generators' shapes and odd ones (stride 3, phases
+// without taps, channels not a multiple of 8, batches), with several workers.
+func TestTransposedPhasesMatchCols(t *testing.T) {
+	if directKernel == nil {
+		t.Skip("no direct convolution kernel on this CPU (AVX-512): the col2im route serves it")
+	}
+	old, oldThreads := directKernel, Threads()
+	defer func() { directKernel = old; SetThreads(oldThreads) }()
+	SetThreads(3)
+	r := rand.New(rand.NewPCG(11, 11))
+	cases := []convCase{
+		{n: 2, c: 16, h: 5, w: 32, k: 8, kh: 3, kw: 3, stride: 2, pad: 1, outPad: 1, bias: true},
+		{n: 1, c: 8, h: 4, w: 40, k: 5, kh: 4, kw: 4, stride: 2, pad: 1},
+		{n: 2, c: 3, h: 3, w: 33, k: 9, kh: 5, kw: 5, stride: 3, pad: 2, outPad: 2, bias: true},
+		{n: 1, c: 4, h: 3, w: 34, k: 3, kh: 2, kw: 3, stride: 2, pad: 0, bias: true},
+		{n: 1, c: 70, h: 2, w: 32, k: 16, kh: 3, kw: 3, stride: 2, pad: 1, outPad: 1},
+	}
+	for _, cc := range cases {
+		x, w, b := cc.tensors(r, true)
+		oh, ow := (cc.h-1)*cc.stride-2*cc.pad+cc.kh+cc.outPad, (cc.w-1)*cc.stride-2*cc.pad+cc.kw+cc.outPad
+		directKernel = old
+		if g := newConvGeom(cc.k, oh, ow, cc.kh, cc.kw, cc.stride, cc.pad); !useDirectT(&g) {
+			t.Fatalf("%v does not take the phase route", cc)
+		}
+		got := ConvTranspose2d(nil, x, w, b, cc.stride, cc.pad, cc.outPad).Data
+		directKernel = nil
+		want := ConvTranspose2d(nil, x, w, b, cc.stride, cc.pad, cc.outPad).Data
+		compareRef(t, cc.String(), got, toFloat64(want), 1e-5)
 	}
 }

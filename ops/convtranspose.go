@@ -44,6 +44,10 @@ func convTranspose2dForward(y, x, w, b []float32, n, c int, g *convGeom) {
 // convTranspose2dForwardWith is convTranspose2dForward on a scratch the caller holds (Conv2d's
 // flipped-kernel route holds one for the flipped weight).
 func convTranspose2dForwardWith(s *convScratch, y, x, w, b []float32, n, c int, g *convGeom) {
+	if useDirectT(g) {
+		convTransposeDirect(s, y, x, w, b, n, c, g)
+		return
+	}
 	rows, khw, yhw := g.rows(), g.oh*g.ow, g.c*g.h*g.w
 	band := g.bandRows()
 	for img := 0; img < n; img++ {

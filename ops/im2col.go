@@ -186,6 +186,9 @@ type convScratch struct {
 	direct directConvJob
 	offs   []int       // the direct convolution's offset table
 	edge   *directEdge // the direct convolution's edge tiles
+	inter  interleaveJob
+	phase  []float32 // a transposed convolution's phase output
+	taps   []float32 // its phase's weights
 }
 
 var scratch struct {
@@ -210,6 +213,7 @@ func putScratch(s *convScratch) {
 	s.bias = biasJob{}
 	s.bands = convBandJob{}
 	s.direct = directConvJob{}
+	s.inter = interleaveJob{}
 	scratch.Lock()
 	scratch.free = append(scratch.free, s)
 	scratch.Unlock()
@@ -221,6 +225,22 @@ func (s *convScratch) colBuf(n int) []float32 {
 		s.cols = make([]float32, n)
 	}
 	return s.cols[:n]
+}
+
+// phaseBuf returns the phase buffer with at least n elements (uncleared).
+func (s *convScratch) phaseBuf(n int) []float32 {
+	if cap(s.phase) < n {
+		s.phase = make([]float32, n)
+	}
+	return s.phase[:n]
+}
+
+// tapBuf returns the phase weight buffer with at least n elements (uncleared).
+func (s *convScratch) tapBuf(n int) []float32 {
+	if cap(s.taps) < n {
+		s.taps = make([]float32, n)
+	}
+	return s.taps[:n]
 }
 
 // weightBuf returns the kernel buffer with at least n elements (uncleared).
