@@ -2,13 +2,17 @@ package ops
 
 import "unsafe"
 
-// Direct convolution: a stride-1 convolution without padding (the generators' 3x3 and 7x7
-// convolutions run on a reflection-padded input) as a GEMM whose B operand is never built.
-// Row (c, i, j) of the im2col matrix, over 32 consecutive output positions of one output row,
-// is 32 consecutive input values starting at c*H*W + i*W + j from the tile's corner, so the
-// micro-kernel reads B in place through a table of those offsets. That skips writing the
-// column matrix (KH*KW times the input) and packing it again for the GEMM, the two copies
-// that cost as much as the multiply-adds on the 16-64 channel convolutions of small students.
+// Direct convolution: a convolution as a GEMM whose B operand, the im2col matrix, is never
+// built. For a stride-1 convolution without padding (the generators' 3x3 and 7x7 convolutions
+// run on a reflection-padded input), row (c, i, j) of the im2col matrix over 32 consecutive
+// output positions of one output row is 32 consecutive input values starting at
+// c*H*W + i*W + j from the tile's corner, so the micro-kernel reads B in place through a table
+// of those offsets. Other strides and zero padding first split the padded input into its
+// stride^2 phases (plane (c, pi, pj) holds the rows pi, pi+s, ... and columns pj, pj+s, ...),
+// where tap (i, j) is again a contiguous run, in plane (c, i%s, j%s) at (i/s, j/s). That
+// skips writing the column matrix (up to KH*KW times the input) and packing it again for the
+// GEMM, the two copies that cost as much as the multiply-adds on the 16-64 channel
+// convolutions of small students.
 
 // The direct kernel's register tile: directMR output channels by directNR output positions.
 const directMR, directNR = 8, 32
@@ -22,9 +26,10 @@ var directKernel func(kc int, a, b *float32, offs *int, c *float32, ldc int, acc
 // in L1 while it runs.
 var directKC = 256
 
-// useDirect reports whether conv2dForward computes g directly.
+// useDirect reports whether conv2dForward computes g directly: tiles need outputs at least
+// 32 wide, and a 1x1 convolution without stride or padding is a plain GEMM already.
 func useDirect(g *convGeom) bool {
-	return directKernel != nil && g.stride == 1 && g.padH == 0 && g.padW == 0 && !g.pointwise() && g.ow >= directNR
+	return directKernel != nil && !g.pointwise() && g.ow >= directNR
 }
 
 // convKernelGo is directKernel in Go, the reference the assembly is tested against.
@@ -64,11 +69,14 @@ type directEdge struct {
 
 // directConvJob is one direct convolution as a ParallelFor body over the N*OH output rows.
 type directConvJob struct {
-	g    convGeom
-	x, y []float32 // x: (N, C, H, W); y: (N, K, OH, OW)
-	wp   []float32 // the weights packed by packDirectWeights
-	offs []int     // offs[r] for the im2col row r = (c, i, j): c*H*W + i*W + j
-	k    int
+	x, y   []float32 // x: N inputs of chw floats each; y: (N, K, OH, OW)
+	wp     []float32 // the weights packed by packDirectWeights
+	offs   []int     // offs[r]: where im2col row r starts, from a tile's corner
+	k      int       // output channels
+	rows   int       // im2col rows (the GEMM's depth)
+	chw    int       // input floats per image
+	ld     int       // input floats per row: the tile of output (oh, ow0) has its corner at oh*ld + ow0
+	oh, ow int
 }
 
 // packDirectWeights writes w (K, rows) as ceil(K/8) panels of 8 output channels, each stored
@@ -90,20 +98,71 @@ func packDirectWeights(dst, w []float32, k, rows int) {
 	}
 }
 
-// directOffsets fills offs with the input offset of each im2col row of g.
-func directOffsets(offs []int, g *convGeom) {
+// directOffsets fills offs with the offset of each im2col row of g in the input the direct
+// route reads: x itself for stride 1 without padding (planes of H x W), else its phase split
+// (planes of hs x ws, see directInput).
+func directOffsets(offs []int, g *convGeom, hs, ws int) {
+	s := g.stride
 	for c := range g.c {
 		for i := range g.kh {
 			for j := range g.kw {
-				offs[(c*g.kh+i)*g.kw+j] = c*g.h*g.w + i*g.w + j
+				offs[(c*g.kh+i)*g.kw+j] = ((c*s+i%s)*s+j%s)*hs*ws + (i/s)*ws + j/s
+			}
+		}
+	}
+}
+
+// directPlanes is the size of one phase plane of the direct route's input for g: the output
+// rows and columns plus the kernel's reach in steps of the stride.
+func directPlanes(g *convGeom) (hs, ws int) {
+	if g.stride == 1 && g.padH == 0 && g.padW == 0 {
+		return g.h, g.w
+	}
+	return g.oh + (g.kh-1)/g.stride, g.ow + (g.kw-1)/g.stride
+}
+
+// splitJob writes the phase split of a zero-padded input, one (image, channel) at a time:
+// dst plane ((n*C + c)*s + pi)*s + pj, (hs, ws), holds padded rows s*a + pi and columns
+// s*b + pj of x's plane (n, c).
+type splitJob struct {
+	g      convGeom
+	x, dst []float32
+	hs, ws int
+}
+
+func (j *splitJob) Run(lo, hi int) {
+	g, s := &j.g, j.g.stride
+	for pl := lo; pl < hi; pl++ {
+		src := j.x[pl*g.h*g.w : (pl+1)*g.h*g.w]
+		for pi := range s {
+			for pj := range s {
+				dst := j.dst[((pl*s+pi)*s+pj)*j.hs*j.ws:][:j.hs*j.ws]
+				// Columns b with 0 <= s*b + pj - padW < W.
+				blo := max(0, (g.padW-pj+s-1)/s)
+				bhi := min(j.ws, max(blo, (g.w-1+g.padW-pj)/s+1))
+				for a := range j.hs {
+					row := dst[a*j.ws : (a+1)*j.ws]
+					r := s*a + pi - g.padH
+					if r < 0 || r >= g.h || blo >= bhi {
+						clear(row)
+						continue
+					}
+					clear(row[:blo])
+					clear(row[bhi:])
+					in := src[r*g.w+s*blo+pj-g.padW:]
+					if s == 1 {
+						copy(row[blo:bhi], in)
+						continue
+					}
+					gatherStrided(row[blo:bhi], in, s)
+				}
 			}
 		}
 	}
 }
 
 func (j *directConvJob) Run(lo, hi int) {
-	g := &j.g
-	rows, chw, ohw := g.rows(), g.c*g.h*g.w, g.oh*g.ow
+	rows, chw, ohw := j.rows, j.chw, j.oh*j.ow
 	// Tiles on the right edge (fewer than 32 positions left in the row) and panels of fewer
 	// than 8 channels go through a scratch tile; an edge tile's B is gathered first, so no
 	// read runs past the image.
@@ -117,7 +176,7 @@ func (j *directConvJob) Run(lo, hi int) {
 	}
 	tile, panel, seq := &s.edge.tile, &s.edge.panel, &s.edge.seq
 	for r := lo; r < hi; r++ {
-		img, oh := r/g.oh, r%g.oh
+		img, oh := r/j.oh, r%j.oh
 		xi := j.x[img*chw : (img+1)*chw]
 		yi := j.y[img*j.k*ohw : (img+1)*j.k*ohw]
 		for pc := 0; pc < rows; pc += directKC {
@@ -129,10 +188,10 @@ func (j *directConvJob) Run(lo, hi int) {
 			for q := 0; q < j.k; q += directMR {
 				ap := &j.wp[q*rows+pc*directMR]
 				mrows := min(directMR, j.k-q)
-				for ow0 := 0; ow0 < g.ow; ow0 += directNR {
-					cols := min(directNR, g.ow-ow0)
-					base := oh*g.w + ow0
-					ci := q*ohw + oh*g.ow + ow0
+				for ow0 := 0; ow0 < j.ow; ow0 += directNR {
+					cols := min(directNR, j.ow-ow0)
+					base := oh*j.ld + ow0
+					ci := q*ohw + oh*j.ow + ow0
 					if cols == directNR && mrows == directMR {
 						directKernel(kb, ap, &xi[base], &j.offs[pc], &yi[ci], ohw, acc)
 						continue
@@ -178,8 +237,17 @@ func conv2dDirect(s *convScratch, y, x, w, b []float32, n, k int, g *convGeom) {
 		s.offs = make([]int, rows)
 	}
 	offs := s.offs[:rows]
-	directOffsets(offs, g)
-	s.direct = directConvJob{g: *g, x: x, y: y, wp: wp, offs: offs, k: k}
+	hs, ws := directPlanes(g)
+	directOffsets(offs, g, hs, ws)
+	in, chw := x, g.c*g.h*g.w
+	if hs != g.h || ws != g.w || g.stride != 1 {
+		chw = g.c * g.stride * g.stride * hs * ws
+		in = s.colBuf(n * chw)
+		s.split = splitJob{g: *g, x: x, dst: in, hs: hs, ws: ws}
+		ParallelFor(n*g.c, max(1, parallelGrain*g.c/chw), &s.split)
+		s.split = splitJob{}
+	}
+	s.direct = directConvJob{x: in, y: y, wp: wp, offs: offs, k: k, rows: rows, chw: chw, ld: ws, oh: g.oh, ow: g.ow}
 	ParallelFor(n*g.oh, 1, &s.direct)
 	s.direct = directConvJob{}
 	if b != nil {
@@ -301,8 +369,8 @@ func convTransposeDirect(s *convScratch, y, x, w, b []float32, n, c int, g *conv
 				kp := (k + directMR - 1) / directMR * directMR
 				wpk := s.weightBuf(kp * rows)
 				packDirectWeights(wpk, wt, k, rows)
-				s.direct = directConvJob{g: convGeom{c: c, h: hp, w: wp, kh: py.taps, kw: px.taps, stride: 1, oh: py.n, ow: px.n},
-					x: xp, y: phase, wp: wpk, offs: offs, k: k}
+				s.direct = directConvJob{x: xp, y: phase, wp: wpk, offs: offs, k: k, rows: rows,
+					chw: chw, ld: wp, oh: py.n, ow: px.n}
 				ParallelFor(n*py.n, 1, &s.direct)
 				s.direct = directConvJob{}
 			}

@@ -44,6 +44,10 @@ var conv2dCases = []convCase{
 	{n: 2, c: 5, h: 4, w: 72, k: 11, kh: 3, kw: 3, stride: 1, pad: 0, bias: true},
 	{n: 1, c: 3, h: 8, w: 38, k: 16, kh: 7, kw: 7, stride: 1, pad: 0, bias: false},
 	{n: 2, c: 33, h: 3, w: 34, k: 8, kh: 3, kw: 3, stride: 1, pad: 0, bias: true},
+	// ... and with stride or zero padding, through the input's phase split.
+	{n: 2, c: 5, h: 6, w: 66, k: 9, kh: 3, kw: 3, stride: 2, pad: 1, bias: true},
+	{n: 1, c: 3, h: 5, w: 36, k: 8, kh: 4, kw: 4, stride: 1, pad: 1, bias: false},
+	{n: 1, c: 2, h: 7, w: 100, k: 4, kh: 5, kw: 3, stride: 3, pad: 2, bias: true},
 	// Narrow outputs at stride 1 take the flipped-kernel transposed route (viaTranspose).
 	{n: 2, c: 6, h: 5, w: 6, k: 1, kh: 3, kw: 3, stride: 1, pad: 1, bias: true},
 	{n: 2, c: 8, h: 6, w: 7, k: 1, kh: 4, kw: 4, stride: 1, pad: 1, bias: true},
@@ -58,7 +62,7 @@ func TestConv2dCasesCoverAllRoutes(t *testing.T) {
 		switch {
 		case viaTranspose(&g, cc.k):
 			flipped++
-		case g.stride == 1 && g.padH == 0 && g.padW == 0 && !g.pointwise() && g.ow >= directNR:
+		case !g.pointwise() && g.ow >= directNR:
 			direct++
 		default:
 			cols++
@@ -363,6 +367,8 @@ var parityCases = []parityCase{
 	{name: "c7s1_reflect3_direct", reflectPad: 3, cc: convCase{n: 1, c: 3, h: 6, w: 64, k: 16, kh: 7, kw: 7, stride: 1, bias: true}},
 	{name: "up_T3x3s2p1op1_direct", transposed: true, cc: convCase{n: 2, c: 24, h: 4, w: 35, k: 12, kh: 3, kw: 3, stride: 2, pad: 1, outPad: 1, bias: true}},
 	{name: "unet_T4x4s2p1_direct", transposed: true, cc: convCase{n: 1, c: 16, h: 3, w: 32, k: 8, kh: 4, kw: 4, stride: 2, pad: 1}},
+	{name: "down_3x3s2p1_direct", cc: convCase{n: 2, c: 16, h: 6, w: 68, k: 32, kh: 3, kw: 3, stride: 2, pad: 1, bias: true}},
+	{name: "patch_4x4s1p1_direct", cc: convCase{n: 1, c: 16, h: 5, w: 40, k: 12, kh: 4, kw: 4, stride: 1, pad: 1, bias: true}},
 	{name: "res_3x3_reflect1_deep_direct", reflectPad: 1, cc: convCase{n: 1, c: 64, h: 4, w: 32, k: 64, kh: 3, kw: 3, stride: 1}},
 }
 
@@ -494,6 +500,9 @@ var conv2dPadCases = []rectConvCase{
 	{convCase{n: 2, c: 2, h: 8, w: 9, k: 3, kh: 3, kw: 3, stride: 2, bias: true}, 0, 1},
 	{convCase{n: 1, c: 2, h: 7, w: 10, k: 2, kh: 1, kw: 7, stride: 2, bias: true}, 0, 3},
 	{convCase{n: 1, c: 2, h: 9, w: 7, k: 3, kh: 5, kw: 3, stride: 1, bias: true}, 2, 1},
+	// Wide enough for the direct route.
+	{convCase{n: 2, c: 3, h: 5, w: 35, k: 9, kh: 1, kw: 7, stride: 1, bias: true}, 0, 3},
+	{convCase{n: 1, c: 4, h: 7, w: 70, k: 8, kh: 3, kw: 3, stride: 2, bias: true}, 1, 0},
 	// Narrow outputs at stride 1: the flipped-kernel route would be cheaper, but it takes
 	// equal pads only.
 	{convCase{n: 2, c: 8, h: 6, w: 7, k: 1, kh: 3, kw: 3, stride: 1, bias: true}, 1, 0},

@@ -187,6 +187,7 @@ type convScratch struct {
 	offs   []int       // the direct convolution's offset table
 	edge   *directEdge // the direct convolution's edge tiles
 	inter  interleaveJob
+	split  splitJob
 	phase  []float32 // a transposed convolution's phase output
 	taps   []float32 // its phase's weights
 }
@@ -214,6 +215,7 @@ func putScratch(s *convScratch) {
 	s.bands = convBandJob{}
 	s.direct = directConvJob{}
 	s.inter = interleaveJob{}
+	s.split = splitJob{}
 	scratch.Lock()
 	scratch.free = append(scratch.free, s)
 	scratch.Unlock()
