@@ -29,27 +29,11 @@ func pad2d(tp *Tape, x *Tensor, pad int, reflect bool) *Tensor {
 		return devPad2d(tp, x.dev, x, pad, reflect, n, c, ph, pw)
 	}
 	out := tp.alloc(n, c, ph, pw)
-	for p := 0; p < n*c; p++ {
-		src, dst := x.Data[p*h*w:(p+1)*h*w], out.Data[p*ph*pw:(p+1)*ph*pw]
-		for i := 0; i < ph; i++ {
-			row := dst[i*pw : (i+1)*pw]
-			si, ok := padIndex(i-pad, h, reflect)
-			if !ok {
-				clear(row)
-				continue
-			}
-			in := src[si*w : (si+1)*w]
-			copy(row[pad:pad+w], in)
-			for j := 0; j < pad; j++ {
-				if reflect {
-					row[j] = in[pad-j]
-					row[pad+w+j] = in[w-2-j]
-				} else {
-					row[j], row[pad+w+j] = 0, 0
-				}
-			}
-		}
-	}
+	j := padBodies.get()
+	*j = padJob{x: x.Data, y: out.Data, h: h, w: w, pad: pad, reflect: reflect}
+	ParallelFor(n*c, max(1, ewGrain/(ph*pw)), j)
+	*j = padJob{}
+	padBodies.put(j)
 	if tp.needs(x) {
 		nd := tp.push(pad2dBackward, out, x)
 		nd.ints[0] = pad
@@ -58,6 +42,41 @@ func pad2d(tp *Tape, x *Tensor, pad int, reflect bool) *Tensor {
 		}
 	}
 	return out
+}
+
+// padJob pads planes [lo, hi) of x into y.
+type padJob struct {
+	x, y      []float32
+	h, w, pad int
+	reflect   bool
+}
+
+var padBodies bodyFreeList[padJob]
+
+func (j *padJob) Run(lo, hi int) {
+	h, w, pad := j.h, j.w, j.pad
+	ph, pw := h+2*pad, w+2*pad
+	for p := lo; p < hi; p++ {
+		src, dst := j.x[p*h*w:(p+1)*h*w], j.y[p*ph*pw:(p+1)*ph*pw]
+		for i := 0; i < ph; i++ {
+			row := dst[i*pw : (i+1)*pw]
+			si, ok := padIndex(i-pad, h, j.reflect)
+			if !ok {
+				clear(row)
+				continue
+			}
+			in := src[si*w : (si+1)*w]
+			copy(row[pad:pad+w], in)
+			for k := 0; k < pad; k++ {
+				if j.reflect {
+					row[k] = in[pad-k]
+					row[pad+w+k] = in[w-2-k]
+				} else {
+					row[k], row[pad+w+k] = 0, 0
+				}
+			}
+		}
+	}
 }
 
 // padIndex maps a padded coordinate i-pad to the source coordinate, or reports a zero row.
