@@ -81,6 +81,8 @@ var convTransposeCases = []convCase{
 	{n: 1, c: 2, h: 3, w: 4, k: 3, kh: 2, kw: 2, stride: 2, pad: 0, bias: true},
 	{n: 2, c: 2, h: 3, w: 4, k: 2, kh: 5, kw: 5, stride: 3, pad: 2, outPad: 2, bias: true},
 	{n: 1, c: 3, h: 4, w: 3, k: 2, kh: 7, kw: 7, stride: 1, pad: 3, bias: true},
+	// Outputs of each phase 32 and more wide take the phase route (useDirectT).
+	{n: 1, c: 2, h: 2, w: 33, k: 3, kh: 3, kw: 3, stride: 2, pad: 1, outPad: 1, bias: true},
 }
 
 func (cc convCase) tensors(r *rand.Rand, transposed bool) (x, w, b *Tensor) {
