@@ -44,7 +44,8 @@ func conv2d(tp *Tape, op string, x, w, b *Tensor, stride, padH, padW int) *Tenso
 		return devConv2d(tp, d, x, w, b, stride, padH, n, k, g.oh, g.ow)
 	}
 	out := tp.alloc(n, k, g.oh, g.ow)
-	if viaTranspose(&g, k) {
+	// The direct route, where it applies, beats the flipped kernel's GEMM and col2im too.
+	if viaTranspose(&g, k) && !useDirect(&g) {
 		conv2dViaTranspose(out.Data, x.Data, w.Data, bData(b), n, k, &g)
 	} else {
 		conv2dForward(out.Data, x.Data, w.Data, bData(b), n, k, &g)
@@ -59,7 +60,8 @@ func conv2d(tp *Tape, op string, x, w, b *Tensor, stride, padH, padW int) *Tenso
 // viaTranspose reports whether a stride-1 conv is cheaper as the transposed conv of its
 // flipped kernel: that materialises columns of the output side, (K*KH*KW, H*W), instead of the
 // input side, (C*KH*KW, OH*OW), and turns a GEMM with K rows into one with K*KH*KW rows. It
-// pays for narrow outputs such as the generator's last 7x7 conv (64 -> 3 channels). Only
+// pays for narrow outputs such as the generator's last 7x7 conv (64 -> 3 channels) against
+// im2col; forward prefers the direct route where that applies. Only
 // square kernels with equal pads take it, the generator's shapes on which the trade-off was
 // measured; transposeGeom itself would be exact for any kernel and pads.
 func viaTranspose(g *convGeom, k int) bool {
@@ -177,7 +179,8 @@ func (j *convBandJob) Run(lo, hi int) {
 }
 
 // conv2dBackward accumulates db, dx and dw from dy for whichever of b, x, w require gradient,
-// by the same route the forward took.
+// by im2col, or by the flipped kernel where viaTranspose holds (whichever route the forward
+// took: both compute the same sums).
 func conv2dBackward(nd *node) {
 	x, w, b := nd.in[0], nd.in[1], nd.in[2]
 	dy := nd.out.Grad

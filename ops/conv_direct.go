@@ -14,63 +14,92 @@ import "unsafe"
 // GEMM, the two copies that cost as much as the multiply-adds on the 16-64 channel
 // convolutions of small students.
 
-// The direct kernel's register tile: directMR output channels by directNR output positions.
-const directMR, directNR = 8, 32
+// directKern is a direct micro-kernel and its register tile: fn computes
+// C[mr x nr] = A * B (+ C when acc != 0), with A packed as kc steps of mr weights and row p of
+// B the nr floats at b + offs[p]; c has a row stride of ldc elements.
+type directKern struct {
+	name   string
+	mr, nr int
+	fn     func(kc int, a, b *float32, offs *int, c *float32, ldc int, acc int)
+}
 
-// directKernel is the micro-kernel: C[8x32] = A * B (+ C when acc != 0), with A packed as
-// kc steps of 8 weights and row p of B the 32 floats at b + offs[p]. nil where this CPU has
-// none, and then convolutions take the im2col route.
-var directKernel func(kc int, a, b *float32, offs *int, c *float32, ldc int, acc int)
+// directKernel serves convolutions with more than directThinK outputs and directThin the
+// others (a 3-channel output would waste 5/8 of an 8-row tile); nil where this CPU has none,
+// and then convolutions take the im2col route.
+var directKernel, directThin *directKern
 
-// directKC is the depth of one pass of the kernel over a tile: its 8 x directKC weights stay
+const directThinK = 4
+
+// directMinNR is the narrowest tile: useDirect needs outputs at least this wide.
+const directMinNR = 32
+
+// Bounds of the kernels' tiles, for the edge buffers.
+const (
+	directMaxTile = 256 // mr*nr
+	directMaxNR   = 64
+)
+
+// directKC is the depth of one pass of the kernel over a tile: its mr x directKC weights stay
 // in L1 while it runs.
 var directKC = 256
+
+// directFor returns the kernel for k output channels.
+func directFor(k int) *directKern {
+	if k <= directThinK && directThin != nil {
+		return directThin
+	}
+	return directKernel
+}
 
 // useDirect reports whether conv2dForward computes g directly: tiles need outputs at least
 // 32 wide, and a 1x1 convolution without stride or padding is a plain GEMM already.
 func useDirect(g *convGeom) bool {
-	return directKernel != nil && !g.pointwise() && g.ow >= directNR
+	return directKernel != nil && !g.pointwise() && g.ow >= directMinNR
 }
 
-// convKernelGo is directKernel in Go, the reference the assembly is tested against.
-func convKernelGo(kc int, a, b *float32, offs *int, c *float32, ldc int, acc int) {
-	ap := unsafe.Slice(a, kc*directMR)
-	op := unsafe.Slice(offs, kc)
-	var t [directMR][directNR]float32
-	for p := range kc {
-		row := unsafe.Slice((*float32)(unsafe.Add(unsafe.Pointer(b), 4*op[p])), directNR)
-		for r := range directMR {
-			w := ap[p*directMR+r]
-			for x, v := range row {
-				t[r][x] += w * v
+// goDirect is a direct kernel in Go with an mr x nr tile, the reference the assembly is
+// tested against.
+func goDirect(mr, nr int) *directKern {
+	return &directKern{name: "go", mr: mr, nr: nr, fn: func(kc int, a, b *float32, offs *int, c *float32, ldc int, acc int) {
+		ap := unsafe.Slice(a, kc*mr)
+		op := unsafe.Slice(offs, kc)
+		t := make([]float32, mr*nr)
+		for p := range kc {
+			row := unsafe.Slice((*float32)(unsafe.Add(unsafe.Pointer(b), 4*op[p])), nr)
+			for r := range mr {
+				w := ap[p*mr+r]
+				for x, v := range row {
+					t[r*nr+x] += w * v
+				}
 			}
 		}
-	}
-	cs := unsafe.Slice(c, (directMR-1)*ldc+directNR)
-	for r := range directMR {
-		out := cs[r*ldc : r*ldc+directNR]
-		for x := range out {
-			if acc != 0 {
-				out[x] += t[r][x]
-			} else {
-				out[x] = t[r][x]
+		cs := unsafe.Slice(c, (mr-1)*ldc+nr)
+		for r := range mr {
+			out := cs[r*ldc : r*ldc+nr]
+			for x := range out {
+				if acc != 0 {
+					out[x] += t[r*nr+x]
+				} else {
+					out[x] = t[r*nr+x]
+				}
 			}
 		}
-	}
+	}}
 }
 
 // directEdge is one worker's space for edge tiles: a tile of C, a gathered B of up to 64
 // steps and the offsets that read it in order.
 type directEdge struct {
-	tile  [directMR * directNR]float32
-	panel [64 * directNR]float32
+	tile  [directMaxTile]float32
+	panel [64 * directMaxNR]float32
 	seq   [64]int
 }
 
 // directConvJob is one direct convolution as a ParallelFor body over the N*OH output rows.
 type directConvJob struct {
 	x, y   []float32 // x: N inputs of chw floats each; y: (N, K, OH, OW)
-	wp     []float32 // the weights packed by packDirectWeights
+	kern   *directKern
+	wp     []float32 // the weights packed by packDirectWeights for kern
 	offs   []int     // offs[r]: where im2col row r starts, from a tile's corner
 	k      int       // output channels
 	rows   int       // im2col rows (the GEMM's depth)
@@ -79,20 +108,20 @@ type directConvJob struct {
 	oh, ow int
 }
 
-// packDirectWeights writes w (K, rows) as ceil(K/8) panels of 8 output channels, each stored
-// step by step (panel[p*8 + r] = w[q+r][p]); channels past K are zero.
-func packDirectWeights(dst, w []float32, k, rows int) {
-	for q := 0; q < k; q += directMR {
-		panel := dst[q*rows : (q+directMR)*rows]
-		for r := range directMR {
+// packDirectWeights writes w (K, rows) as ceil(K/mr) panels of mr output channels, each
+// stored step by step (panel[p*mr + r] = w[q+r][p]); channels past K are zero.
+func packDirectWeights(dst, w []float32, k, rows, mr int) {
+	for q := 0; q < k; q += mr {
+		panel := dst[q*rows : (q+mr)*rows]
+		for r := range mr {
 			if q+r >= k {
 				for p := range rows {
-					panel[p*directMR+r] = 0
+					panel[p*mr+r] = 0
 				}
 				continue
 			}
 			for p, v := range w[(q+r)*rows : (q+r+1)*rows] {
-				panel[p*directMR+r] = v
+				panel[p*mr+r] = v
 			}
 		}
 	}
@@ -163,18 +192,19 @@ func (j *splitJob) Run(lo, hi int) {
 
 func (j *directConvJob) Run(lo, hi int) {
 	rows, chw, ohw := j.rows, j.chw, j.oh*j.ow
-	// Tiles on the right edge (fewer than 32 positions left in the row) and panels of fewer
-	// than 8 channels go through a scratch tile; an edge tile's B is gathered first, so no
-	// read runs past the image.
+	kern, mr, nr := j.kern.fn, j.kern.mr, j.kern.nr
+	// Tiles on the right edge (fewer than nr positions left in the row) and panels of fewer
+	// than mr channels go through a scratch tile; an edge tile's B is gathered first, so no
+	// read runs past the input.
 	s := getScratch()
 	defer putScratch(s)
 	if s.edge == nil {
 		s.edge = new(directEdge)
-		for p := range s.edge.seq {
-			s.edge.seq[p] = p * directNR
-		}
 	}
 	tile, panel, seq := &s.edge.tile, &s.edge.panel, &s.edge.seq
+	for p := range seq {
+		seq[p] = p * nr
+	}
 	for r := lo; r < hi; r++ {
 		img, oh := r/j.oh, r%j.oh
 		xi := j.x[img*chw : (img+1)*chw]
@@ -185,35 +215,35 @@ func (j *directConvJob) Run(lo, hi int) {
 			if pc > 0 {
 				acc = 1
 			}
-			for q := 0; q < j.k; q += directMR {
-				ap := &j.wp[q*rows+pc*directMR]
-				mrows := min(directMR, j.k-q)
-				for ow0 := 0; ow0 < j.ow; ow0 += directNR {
-					cols := min(directNR, j.ow-ow0)
+			for q := 0; q < j.k; q += mr {
+				ap := &j.wp[q*rows+pc*mr]
+				mrows := min(mr, j.k-q)
+				for ow0 := 0; ow0 < j.ow; ow0 += nr {
+					cols := min(nr, j.ow-ow0)
 					base := oh*j.ld + ow0
 					ci := q*ohw + oh*j.ow + ow0
-					if cols == directNR && mrows == directMR {
-						directKernel(kb, ap, &xi[base], &j.offs[pc], &yi[ci], ohw, acc)
+					if cols == nr && mrows == mr {
+						kern(kb, ap, &xi[base], &j.offs[pc], &yi[ci], ohw, acc)
 						continue
 					}
-					if cols == directNR {
-						directKernel(kb, ap, &xi[base], &j.offs[pc], &tile[0], directNR, 0)
+					if cols == nr {
+						kern(kb, ap, &xi[base], &j.offs[pc], &tile[0], nr, 0)
 					} else {
 						// Gather B in steps of at most 64 rows and accumulate them in the tile.
 						for p0 := 0; p0 < kb; p0 += 64 {
 							pb := min(64, kb-p0)
 							for p := range pb {
 								src := xi[base+j.offs[pc+p0+p]:][:cols]
-								dst := panel[p*directNR : (p+1)*directNR]
+								dst := panel[p*nr : (p+1)*nr]
 								copy(dst, src)
 								clear(dst[cols:])
 							}
-							directKernel(pb, &j.wp[q*rows+(pc+p0)*directMR], &panel[0], &seq[0], &tile[0], directNR, min(p0, 1))
+							kern(pb, &j.wp[q*rows+(pc+p0)*mr], &panel[0], &seq[0], &tile[0], nr, min(p0, 1))
 						}
 					}
 					for rr := range mrows {
 						out := yi[ci+rr*ohw : ci+rr*ohw+cols]
-						t := tile[rr*directNR : rr*directNR+cols]
+						t := tile[rr*nr : rr*nr+cols]
 						if acc != 0 {
 							addTo(out, t)
 						} else {
@@ -229,10 +259,10 @@ func (j *directConvJob) Run(lo, hi int) {
 // conv2dDirect computes y = conv(x, w) + b for a geometry useDirect accepts.
 // y: (N, K, OH, OW); x: (N, C, H, W); w: (K, C*KH*KW); b: (K) or nil.
 func conv2dDirect(s *convScratch, y, x, w, b []float32, n, k int, g *convGeom) {
-	rows := g.rows()
-	kp := (k + directMR - 1) / directMR * directMR
+	rows, kern := g.rows(), directFor(k)
+	kp := (k + kern.mr - 1) / kern.mr * kern.mr
 	wp := s.weightBuf(kp * rows)
-	packDirectWeights(wp, w, k, rows)
+	packDirectWeights(wp, w, k, rows, kern.mr)
 	if cap(s.offs) < rows {
 		s.offs = make([]int, rows)
 	}
@@ -247,7 +277,7 @@ func conv2dDirect(s *convScratch, y, x, w, b []float32, n, k int, g *convGeom) {
 		ParallelFor(n*g.c, max(1, parallelGrain*g.c/chw), &s.split)
 		s.split = splitJob{}
 	}
-	s.direct = directConvJob{x: in, y: y, wp: wp, offs: offs, k: k, rows: rows, chw: chw, ld: ws, oh: g.oh, ow: g.ow}
+	s.direct = directConvJob{kern: kern, x: in, y: y, wp: wp, offs: offs, k: k, rows: rows, chw: chw, ld: ws, oh: g.oh, ow: g.ow}
 	ParallelFor(n*g.oh, 1, &s.direct)
 	s.direct = directConvJob{}
 	if b != nil {
@@ -275,7 +305,7 @@ func convTPhaseOf(ph, s, pad, k, out int) convTPhase {
 // geometry of the convolution the transposed one reverses.
 func useDirectT(g *convGeom) bool {
 	return directKernel != nil && g.stride >= 2 && g.kh >= g.stride && g.kw >= g.stride &&
-		g.w/g.stride >= directNR && g.padH == g.padW
+		g.w/g.stride >= directMinNR && g.padH == g.padW
 }
 
 // interleaveJob writes one phase's output (N*K planes of n x m) into every s-th row and
@@ -366,10 +396,11 @@ func convTransposeDirect(s *convScratch, y, x, w, b []float32, n, c int, g *conv
 						}
 					}
 				}
-				kp := (k + directMR - 1) / directMR * directMR
+				kern := directFor(k)
+				kp := (k + kern.mr - 1) / kern.mr * kern.mr
 				wpk := s.weightBuf(kp * rows)
-				packDirectWeights(wpk, wt, k, rows)
-				s.direct = directConvJob{x: xp, y: phase, wp: wpk, offs: offs, k: k, rows: rows,
+				packDirectWeights(wpk, wt, k, rows, kern.mr)
+				s.direct = directConvJob{kern: kern, x: xp, y: phase, wp: wpk, offs: offs, k: k, rows: rows,
 					chw: chw, ld: wp, oh: py.n, ow: px.n}
 				ParallelFor(n*py.n, 1, &s.direct)
 				s.direct = directConvJob{}

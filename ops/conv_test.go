@@ -62,7 +62,7 @@ func TestConv2dCasesCoverAllRoutes(t *testing.T) {
 		switch {
 		case viaTranspose(&g, cc.k):
 			flipped++
-		case !g.pointwise() && g.ow >= directNR:
+		case !g.pointwise() && g.ow >= directMinNR:
 			direct++
 		default:
 			cols++
@@ -371,6 +371,7 @@ var parityCases = []parityCase{
 	{name: "unet_T4x4s2p1_direct", transposed: true, cc: convCase{n: 1, c: 16, h: 3, w: 32, k: 8, kh: 4, kw: 4, stride: 2, pad: 1}},
 	{name: "down_3x3s2p1_direct", cc: convCase{n: 2, c: 16, h: 6, w: 68, k: 32, kh: 3, kw: 3, stride: 2, pad: 1, bias: true}},
 	{name: "patch_4x4s1p1_direct", cc: convCase{n: 1, c: 16, h: 5, w: 40, k: 12, kh: 4, kw: 4, stride: 1, pad: 1, bias: true}},
+	{name: "c7s1_reflect3_out_direct", reflectPad: 3, cc: convCase{n: 1, c: 16, h: 20, w: 40, k: 3, kh: 7, kw: 7, stride: 1, bias: true}},
 	{name: "res_3x3_reflect1_deep_direct", reflectPad: 1, cc: convCase{n: 1, c: 64, h: 4, w: 32, k: 64, kh: 3, kw: 3, stride: 1}},
 }
 
@@ -677,9 +678,10 @@ func TestConvBandsMatchSerial(t *testing.T) {
 	}
 }
 
-// TestDirectKernelMatchesGo checks the direct convolution's assembly kernel against its Go
-// twin on scattered offsets, odd depths (the unrolled loop and its tail) and both store modes.
-func TestDirectKernelMatchesGo(t *testing.T) {
+// TestDirectKernelsMatchGo checks the direct convolution's assembly kernels against a Go
+// kernel of the same tile on scattered offsets, odd depths (the unrolled loop and its tail)
+// and both store modes.
+func TestDirectKernelsMatchGo(t *testing.T) {
 	if directKernel == nil {
 		t.Skip("no direct convolution kernel on this CPU (AVX-512): the im2col route serves it")
 	}
@@ -688,27 +690,30 @@ func TestDirectKernelMatchesGo(t *testing.T) {
 	for i := range src {
 		src[i] = float32(r.NormFloat64())
 	}
-	for _, kc := range []int{1, 3, 4, 7, 64, 257} {
-		a := make([]float32, kc*directMR)
-		for i := range a {
-			a[i] = float32(r.NormFloat64())
-		}
-		offs := make([]int, kc)
-		for p := range offs {
-			offs[p] = r.IntN(len(src) - directNR)
-		}
-		const ldc = 40
-		for acc := range 2 {
-			got, want := make([]float32, directMR*ldc), make([]float32, directMR*ldc)
-			for i := range got {
-				got[i] = float32(i)
-				want[i] = float32(i)
+	for _, kern := range []*directKern{directKernel, directThin} {
+		ref := goDirect(kern.mr, kern.nr)
+		for _, kc := range []int{1, 3, 4, 7, 64, 257} {
+			a := make([]float32, kc*kern.mr)
+			for i := range a {
+				a[i] = float32(r.NormFloat64())
 			}
-			directKernel(kc, &a[0], &src[0], &offs[0], &got[0], ldc, acc)
-			convKernelGo(kc, &a[0], &src[0], &offs[0], &want[0], ldc, acc)
-			for i := range got {
-				if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*math.Max(1, math.Abs(float64(want[i]))) {
-					t.Fatalf("kc %d acc %d: C[%d] = %g, Go kernel %g", kc, acc, i, got[i], want[i])
+			offs := make([]int, kc)
+			for p := range offs {
+				offs[p] = r.IntN(len(src) - kern.nr)
+			}
+			ldc := kern.nr + 8
+			for acc := range 2 {
+				got, want := make([]float32, kern.mr*ldc), make([]float32, kern.mr*ldc)
+				for i := range got {
+					got[i] = float32(i)
+					want[i] = float32(i)
+				}
+				kern.fn(kc, &a[0], &src[0], &offs[0], &got[0], ldc, acc)
+				ref.fn(kc, &a[0], &src[0], &offs[0], &want[0], ldc, acc)
+				for i := range got {
+					if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*math.Max(1, math.Abs(float64(want[i]))) {
+						t.Fatalf("%s: kc %d acc %d: C[%d] = %g, Go kernel %g", kern.name, kc, acc, i, got[i], want[i])
+					}
 				}
 			}
 		}
@@ -716,29 +721,37 @@ func TestDirectKernelMatchesGo(t *testing.T) {
 }
 
 // TestDirectRouteMatchesIm2col: on a generator's shapes the direct route gives the im2col
-// route's output, with several workers, several depth passes and the Go kernel as well.
+// route's output, with several workers, several depth passes, the thin kernel for few
+// outputs, and Go kernels as well.
 func TestDirectRouteMatchesIm2col(t *testing.T) {
 	if directKernel == nil {
 		t.Skip("no direct convolution kernel on this CPU (AVX-512): the im2col route serves it")
 	}
-	old, oldKC, oldThreads := directKernel, directKC, Threads()
-	defer func() { directKernel, directKC = old, oldKC; SetThreads(oldThreads) }()
+	wide, thin, oldKC, oldThreads := directKernel, directThin, directKC, Threads()
+	defer func() { directKernel, directThin, directKC = wide, thin, oldKC; SetThreads(oldThreads) }()
 	r := rand.New(rand.NewPCG(10, 10))
 	for _, cc := range []convCase{
 		{n: 2, c: 16, h: 10, w: 66, k: 16, kh: 3, kw: 3, stride: 1},
 		{n: 1, c: 3, h: 12, w: 262, k: 16, kh: 7, kw: 7, stride: 1, bias: true},
 		{n: 1, c: 40, h: 6, w: 50, k: 12, kh: 3, kw: 3, stride: 1, bias: true},
+		{n: 2, c: 16, h: 8, w: 134, k: 3, kh: 7, kw: 7, stride: 1, bias: true},
+		{n: 1, c: 70, h: 4, w: 40, k: 4, kh: 3, kw: 3, stride: 1},
 	} {
 		x, w, b := cc.tensors(r, false)
 		directKernel = nil
 		want := Conv2d(nil, x, w, b, 1, 0).Data
 		for _, v := range []struct {
-			name    string
-			kern    func(kc int, a, b *float32, offs *int, c *float32, ldc int, acc int)
-			kc, thr int
-		}{{"asm", old, oldKC, 2}, {"asm_kc100", old, 100, 3}, {"go", convKernelGo, oldKC, 1}} {
-			directKernel, directKC = v.kern, v.kc
-			SetThreads(v.thr)
+			name        string
+			wide, thin  *directKern
+			kc, threads int
+		}{
+			{"asm", wide, thin, oldKC, 2},
+			{"asm_kc100", wide, thin, 100, 3},
+			{"asm_no_thin", wide, nil, oldKC, 2},
+			{"go", goDirect(8, 32), goDirect(4, 64), oldKC, 1},
+		} {
+			directKernel, directThin, directKC = v.wide, v.thin, v.kc
+			SetThreads(v.threads)
 			got := Conv2d(nil, x, w, b, 1, 0).Data
 			compareRef(t, cc.String()+"_"+v.name, got, toFloat64(want), 1e-5)
 		}
