@@ -261,7 +261,7 @@ func (j *directConvJob) Run(lo, hi int) {
 func conv2dDirect(s *convScratch, y, x, w, b []float32, n, k int, g *convGeom) {
 	rows, kern := g.rows(), directFor(k)
 	kp := (k + kern.mr - 1) / kern.mr * kern.mr
-	wp := s.weightBuf(kp * rows)
+	wp := s.packBuf(kp * rows)
 	packDirectWeights(wp, w, k, rows, kern.mr)
 	if cap(s.offs) < rows {
 		s.offs = make([]int, rows)
@@ -375,36 +375,32 @@ func convTransposeDirect(s *convScratch, y, x, w, b []float32, n, c int, g *conv
 				continue
 			}
 			phase := s.phaseBuf(n * k * py.n * px.n)
-			if rows == 0 {
-				clear(phase)
-			} else {
-				// The phase's weights (K, C*taps*taps), taps reversed, and their offsets.
-				wt := s.tapBuf(k * rows)
-				if cap(s.offs) < rows {
-					s.offs = make([]int, rows)
-				}
-				offs := s.offs[:rows]
-				for ch := range c {
-					for t := range py.taps {
-						for u := range px.taps {
-							r := (ch*py.taps+t)*px.taps + u
-							ki, kj := py.r+st*(py.taps-1-t), px.r+st*(px.taps-1-u)
-							for o := range k {
-								wt[o*rows+r] = w[ch*k*khw+o*khw+ki*g.kw+kj]
-							}
-							offs[r] = ch*hp*wp + (py.d-(py.taps-1-t)+pt)*wp + px.d - (px.taps - 1 - u) + pl
+			// The phase's weights (K, C*taps*taps), taps reversed, and their offsets.
+			wt := s.tapBuf(k * rows)
+			if cap(s.offs) < rows {
+				s.offs = make([]int, rows)
+			}
+			offs := s.offs[:rows]
+			for ch := range c {
+				for t := range py.taps {
+					for u := range px.taps {
+						r := (ch*py.taps+t)*px.taps + u
+						ki, kj := py.r+st*(py.taps-1-t), px.r+st*(px.taps-1-u)
+						for o := range k {
+							wt[o*rows+r] = w[ch*k*khw+o*khw+ki*g.kw+kj]
 						}
+						offs[r] = ch*hp*wp + (py.d-(py.taps-1-t)+pt)*wp + px.d - (px.taps - 1 - u) + pl
 					}
 				}
-				kern := directFor(k)
-				kp := (k + kern.mr - 1) / kern.mr * kern.mr
-				wpk := s.weightBuf(kp * rows)
-				packDirectWeights(wpk, wt, k, rows, kern.mr)
-				s.direct = directConvJob{kern: kern, x: xp, y: phase, wp: wpk, offs: offs, k: k, rows: rows,
-					chw: chw, ld: wp, oh: py.n, ow: px.n}
-				ParallelFor(n*py.n, 1, &s.direct)
-				s.direct = directConvJob{}
 			}
+			kern := directFor(k)
+			kp := (k + kern.mr - 1) / kern.mr * kern.mr
+			wpk := s.packBuf(kp * rows)
+			packDirectWeights(wpk, wt, k, rows, kern.mr)
+			s.direct = directConvJob{kern: kern, x: xp, y: phase, wp: wpk, offs: offs, k: k, rows: rows,
+				chw: chw, ld: wp, oh: py.n, ow: px.n}
+			ParallelFor(n*py.n, 1, &s.direct)
+			s.direct = directConvJob{}
 			s.inter = interleaveJob{y: y, src: phase, b: b, k: k, oh: g.h, ow: g.w, n: py.n, m: px.n, s: st, ph: ph, pw: pw}
 			ParallelFor(n*k, 1, &s.inter)
 			s.inter = interleaveJob{}

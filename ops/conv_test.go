@@ -724,10 +724,7 @@ func TestDirectKernelsMatchGo(t *testing.T) {
 // route's output, with several workers, several depth passes, the thin kernel for few
 // outputs, and Go kernels as well.
 func TestDirectRouteMatchesIm2col(t *testing.T) {
-	if directKernel == nil {
-		t.Skip("no direct convolution kernel on this CPU (AVX-512): the im2col route serves it")
-	}
-	wide, thin, oldKC, oldThreads := directKernel, directThin, directKC, Threads()
+	wide, thin, oldKC, oldThreads := directKernels()
 	defer func() { directKernel, directThin, directKC = wide, thin, oldKC; SetThreads(oldThreads) }()
 	r := rand.New(rand.NewPCG(10, 10))
 	for _, cc := range []convCase{
@@ -762,11 +759,9 @@ func TestDirectRouteMatchesIm2col(t *testing.T) {
 // GEMM + col2im route's output, for the generators' shapes and odd ones (stride 3, phases
 // without taps, channels not a multiple of 8, batches), with several workers.
 func TestTransposedPhasesMatchCols(t *testing.T) {
-	if directKernel == nil {
-		t.Skip("no direct convolution kernel on this CPU (AVX-512): the col2im route serves it")
-	}
-	old, oldThreads := directKernel, Threads()
-	defer func() { directKernel = old; SetThreads(oldThreads) }()
+	old, thin, oldKC, oldThreads := directKernels()
+	defer func() { directKernel, directThin, directKC = old, thin, oldKC; SetThreads(oldThreads) }()
+	directThin = thin
 	SetThreads(3)
 	r := rand.New(rand.NewPCG(11, 11))
 	cases := []convCase{

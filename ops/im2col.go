@@ -188,6 +188,7 @@ type convScratch struct {
 	edge   *directEdge // the direct convolution's edge tiles
 	inter  interleaveJob
 	split  splitJob
+	packed []float32 // the direct kernel's packed weights
 	phase  []float32 // a transposed convolution's phase output
 	taps   []float32 // its phase's weights
 }
@@ -227,6 +228,15 @@ func (s *convScratch) colBuf(n int) []float32 {
 		s.cols = make([]float32, n)
 	}
 	return s.cols[:n]
+}
+
+// packBuf returns the direct kernel's weight buffer with at least n elements (uncleared); it
+// is apart from weightBuf, which may hold the flipped kernel the direct route reads.
+func (s *convScratch) packBuf(n int) []float32 {
+	if cap(s.packed) < n {
+		s.packed = make([]float32, n)
+	}
+	return s.packed[:n]
 }
 
 // phaseBuf returns the phase buffer with at least n elements (uncleared).
