@@ -119,7 +119,7 @@ var directConvShapes = []convCase{
 	{n: 2, c: 5, h: 6, w: 33, k: 12, kh: 5, kw: 1},
 	{n: 1, c: 3, h: 2, w: 96, k: 16, kh: 2, kw: 1},
 	{n: 2, c: 30, h: 3, w: 65, k: 10, kh: 3, kw: 3}, // 270 rows: two depth passes at 256
-	{n: 1, c: 64, h: 3, w: 34, k: 24, kh: 2, kw: 2},  // 256 rows: exactly one pass
+	{n: 1, c: 64, h: 3, w: 34, k: 24, kh: 2, kw: 2}, // 256 rows: exactly one pass
 	{n: 2, c: 29, h: 4, w: 36, k: 7, kh: 3, kw: 3},  // 261 rows, K < 8
 }
 
