@@ -68,7 +68,8 @@ func benchInferFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 	batches := fs.String("batch-sizes", "1,8", "batch sizes to time, comma separated: 1 is latency, more is throughput")
 	threads := fs.Int("threads", runtime.NumCPU(), "threads for both wkd and PyTorch")
 	warmup := fs.Int("warmup", 1, "untimed forwards before timing")
-	reps := fs.Int("reps", 3, "timed forwards; medians are reported")
+	reps := fs.Int("reps", 3, "timed forwards at least; medians are reported")
+	minTime := fs.Duration("min-time", time.Second, "time each network and batch size for at least this long (more forwards than --reps, up to 100, when they are fast)")
 	ratioNet := fs.String("ratio-net", "resnet9-16", "the network of the last line's ratio, at batch 1")
 	python := fs.String("python", "/usr/bin/python3", "Python interpreter with torch (Debian's python3-torch)")
 	return func(args []string) error {
@@ -87,6 +88,8 @@ func benchInferFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 		switch {
 		case *reps < 1 || *reps > 100 || *warmup < 0 || *warmup > 100:
 			return fmt.Errorf("--reps %d, --warmup %d: want 1 to 100 timed and 0 to 100 untimed forwards", *reps, *warmup)
+		case *minTime < 0 || *minTime > time.Minute:
+			return fmt.Errorf("--min-time %v: want 0s to 1m (1s is the default)", *minTime)
 		case *threads < 1 || *threads > 1024:
 			return fmt.Errorf("--threads %d: want 1 to 1024", *threads)
 		case *size < 4 || *size > 2048:
@@ -111,7 +114,7 @@ func benchInferFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 		}
 
 		// PyTorch first, in its own process, so the two never share the cores.
-		req, _ := json.Marshal(map[string]any{"nets": nets, "batches": bs, "size": *size, "threads": *threads, "warmup": *warmup, "reps": *reps})
+		req, _ := json.Marshal(map[string]any{"nets": nets, "batches": bs, "size": *size, "threads": *threads, "warmup": *warmup, "reps": *reps, "min_time": minTime.Seconds()})
 		fmt.Printf("timing PyTorch (%s)...\n", *python)
 		var torchRes struct {
 			Times   map[string][]float64 `json:"times"`
@@ -132,7 +135,7 @@ func benchInferFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 			products, _ := models.CountProducts(n.spec(), *size, *size)
 			g := mustBuild(n.spec(), ops.NewRNG(0))
 			for _, b := range bs {
-				w := median(timeInference(g, b, *size, *warmup, *reps))
+				w := median(timeInference(g, b, *size, *warmup, *reps, *minTime))
 				tt := median(torchRes.Times[fmt.Sprintf("%s/%d", n.Name, b)])
 				flops := 2 * float64(products) * float64(b)
 				share := func(sec float64) string {
@@ -186,9 +189,13 @@ func runTorchSide(python, script string, req []byte, res any) error {
 	return nil
 }
 
+// maxInferReps bounds the timed forwards of one network and batch size.
+const maxInferReps = 100
+
 // timeInference times g's forward on the inference path of translate and eval (a tape that
-// records nothing, its arena reused) and returns each timed forward's seconds.
-func timeInference(g models.Module, batch, size, warmup, reps int) []float64 {
+// records nothing, its arena reused), reps times and until minTime has passed (at most
+// maxInferReps times), and returns each timed forward's seconds.
+func timeInference(g models.Module, batch, size, warmup, reps int, minTime time.Duration) []float64 {
 	x := ops.New(batch, 3, size, size)
 	for i := range x.Data {
 		x.Data[i] = float32(i%255)/127.5 - 1
@@ -199,12 +206,13 @@ func timeInference(g models.Module, batch, size, warmup, reps int) []float64 {
 		tp.Reset()
 		g.Forward(tp, x, false)
 	}
-	times := make([]float64, reps)
-	for i := range times {
+	var times []float64
+	start := time.Now()
+	for len(times) < reps || time.Since(start) < minTime && len(times) < maxInferReps {
 		tp.Reset()
 		t0 := time.Now()
 		g.Forward(tp, x, false)
-		times[i] = time.Since(t0).Seconds()
+		times = append(times, time.Since(t0).Seconds())
 	}
 	return times
 }

@@ -26,7 +26,9 @@ for net in args["nets"]:
         with torch.no_grad():
             for _ in range(args["warmup"]):
                 g(x)
-            for _ in range(args["reps"]):
+            start = time.perf_counter()
+            # As the Go side: --reps forwards, more until --min-time has passed, at most 100.
+            while len(times) < args["reps"] or (time.perf_counter() - start < args["min_time"] and len(times) < 100):
                 t0 = time.perf_counter()
                 g(x)
                 times.append(time.perf_counter() - t0)

@@ -22,7 +22,7 @@ func TestBenchInferRuns(t *testing.T) {
 	}
 	stdout := os.Stdout
 	os.Stdout = f
-	err = wkd("bench-infer", "--nets", "resnet9-64,resnet9-16", "--size", "16", "--batch-sizes", "1,2", "--reps", "1", "--warmup", "0", "--threads", "1", "--python", torchref.Python())
+	err = wkd("bench-infer", "--nets", "resnet9-64,resnet9-16", "--size", "16", "--batch-sizes", "1,2", "--reps", "1", "--min-time", "0s", "--warmup", "0", "--threads", "1", "--python", torchref.Python())
 	os.Stdout = stdout
 	f.Close()
 	if err != nil {
