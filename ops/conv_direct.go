@@ -194,8 +194,9 @@ func (j *directConvJob) Run(lo, hi int) {
 	rows, chw, ohw := j.rows, j.chw, j.oh*j.ow
 	kern, mr, nr := j.kern.fn, j.kern.mr, j.kern.nr
 	// Tiles on the right edge (fewer than nr positions left in the row) and panels of fewer
-	// than mr channels go through a scratch tile; an edge tile's B is gathered first, so no
-	// read runs past the input.
+	// than mr channels go through a scratch tile. An edge tile is computed as the whole tile
+	// ending at the row's end, or, in rows narrower than a tile, from a gathered copy of B, so
+	// no read runs past the input.
 	s := getScratch()
 	defer putScratch(s)
 	if s.edge == nil {
@@ -226,9 +227,16 @@ func (j *directConvJob) Run(lo, hi int) {
 						kern(kb, ap, &xi[base], &j.offs[pc], &yi[ci], ohw, acc)
 						continue
 					}
-					if cols == nr {
+					shift := 0 // columns of the tile left of ow0
+					switch {
+					case cols == nr:
 						kern(kb, ap, &xi[base], &j.offs[pc], &tile[0], nr, 0)
-					} else {
+					case j.ow >= nr:
+						// The last tile of a row: a whole tile ending at the row's end, of
+						// which the columns from ow0 are kept, reads only inside the input.
+						shift = nr - cols
+						kern(kb, ap, &xi[base-shift], &j.offs[pc], &tile[0], nr, 0)
+					default:
 						// Gather B in steps of at most 64 rows and accumulate them in the tile.
 						for p0 := 0; p0 < kb; p0 += 64 {
 							pb := min(64, kb-p0)
@@ -243,7 +251,7 @@ func (j *directConvJob) Run(lo, hi int) {
 					}
 					for rr := range mrows {
 						out := yi[ci+rr*ohw : ci+rr*ohw+cols]
-						t := tile[rr*nr : rr*nr+cols]
+						t := tile[rr*nr+shift : rr*nr+shift+cols]
 						if acc != 0 {
 							addTo(out, t)
 						} else {
