@@ -99,7 +99,7 @@ type directEdge struct {
 type directConvJob struct {
 	x, y   []float32 // x: N inputs of chw floats each; y: (N, K, OH, OW)
 	kern   *directKern
-	wp     []float32 // the weights packed by packDirectWeights for kern
+	wp     []float32 // the weights packed for kern (packDirect)
 	offs   []int     // offs[r]: where im2col row r starts, from a tile's corner
 	k      int       // output channels
 	rows   int       // im2col rows (the GEMM's depth)
@@ -108,23 +108,51 @@ type directConvJob struct {
 	oh, ow int
 }
 
-// packDirectWeights writes w (K, rows) as ceil(K/mr) panels of mr output channels, each
-// stored step by step (panel[p*mr + r] = w[q+r][p]); channels past K are zero.
-func packDirectWeights(dst, w []float32, k, rows, mr int) {
-	for q := 0; q < k; q += mr {
-		panel := dst[q*rows : (q+mr)*rows]
+// packJob packs weights for a direct kernel, panels [lo, hi) at a time: panel q holds output
+// channels q*mr .. q*mr+mr-1, step by step (dst[q*mr*rows + p*mr + r]), from
+// w[src[p] + (q*mr+r)*stride]; channels past k are zero.
+type packJob struct {
+	dst, w      []float32
+	src         []int
+	k, rows, mr int
+	stride      int
+}
+
+func (j *packJob) Run(lo, hi int) {
+	mr, rows := j.mr, j.rows
+	for q := lo; q < hi; q++ {
+		panel := j.dst[q*mr*rows : (q+1)*mr*rows]
 		for r := range mr {
-			if q+r >= k {
+			o := q*mr + r
+			if o >= j.k {
 				for p := range rows {
 					panel[p*mr+r] = 0
 				}
 				continue
 			}
-			for p, v := range w[(q+r)*rows : (q+r+1)*rows] {
-				panel[p*mr+r] = v
+			w := j.w[o*j.stride:]
+			for p, at := range j.src[:rows] {
+				panel[p*mr+r] = w[at]
 			}
 		}
 	}
+}
+
+// packDirect packs k output channels of rows weights each, the weight of channel o and step p
+// at w[src[p] + o*stride], into dst for a kernel of mr rows, in parallel.
+func (s *convScratch) packDirect(dst, w []float32, src []int, k, rows, mr, stride int) {
+	s.pack = packJob{dst: dst, w: w, src: src, k: k, rows: rows, mr: mr, stride: stride}
+	panels := (k + mr - 1) / mr
+	ParallelFor(panels, max(1, parallelGrain/(mr*rows)), &s.pack)
+	s.pack = packJob{}
+}
+
+// steps returns the scratch's table of n step offsets.
+func (s *convScratch) steps(n int) []int {
+	if cap(s.srcs) < n {
+		s.srcs = make([]int, n)
+	}
+	return s.srcs[:n]
 }
 
 // directOffsets fills offs with the offset of each im2col row of g in the input the direct
@@ -270,7 +298,11 @@ func conv2dDirect(s *convScratch, y, x, w, b []float32, n, k int, g *convGeom) {
 	rows, kern := g.rows(), directFor(k)
 	kp := (k + kern.mr - 1) / kern.mr * kern.mr
 	wp := s.packBuf(kp * rows)
-	packDirectWeights(wp, w, k, rows, kern.mr)
+	src := s.steps(rows)
+	for p := range src {
+		src[p] = p
+	}
+	s.packDirect(wp, w, src, k, rows, kern.mr, rows)
 	if cap(s.offs) < rows {
 		s.offs = make([]int, rows)
 	}
@@ -384,7 +416,7 @@ func convTransposeDirect(s *convScratch, y, x, w, b []float32, n, c int, g *conv
 			}
 			phase := s.phaseBuf(n * k * py.n * px.n)
 			// The phase's weights (K, C*taps*taps), taps reversed, and their offsets.
-			wt := s.tapBuf(k * rows)
+			src := s.steps(rows)
 			if cap(s.offs) < rows {
 				s.offs = make([]int, rows)
 			}
@@ -394,9 +426,7 @@ func convTransposeDirect(s *convScratch, y, x, w, b []float32, n, c int, g *conv
 					for u := range px.taps {
 						r := (ch*py.taps+t)*px.taps + u
 						ki, kj := py.r+st*(py.taps-1-t), px.r+st*(px.taps-1-u)
-						for o := range k {
-							wt[o*rows+r] = w[ch*k*khw+o*khw+ki*g.kw+kj]
-						}
+						src[r] = ch*k*khw + ki*g.kw + kj
 						offs[r] = ch*hp*wp + (py.d-(py.taps-1-t)+pt)*wp + px.d - (px.taps - 1 - u) + pl
 					}
 				}
@@ -404,7 +434,7 @@ func convTransposeDirect(s *convScratch, y, x, w, b []float32, n, c int, g *conv
 			kern := directFor(k)
 			kp := (k + kern.mr - 1) / kern.mr * kern.mr
 			wpk := s.packBuf(kp * rows)
-			packDirectWeights(wpk, wt, k, rows, kern.mr)
+			s.packDirect(wpk, w, src, k, rows, kern.mr, khw)
 			s.direct = directConvJob{kern: kern, x: xp, y: phase, wp: wpk, offs: offs, k: k, rows: rows,
 				chw: chw, ld: wp, oh: py.n, ow: px.n}
 			ParallelFor(n*py.n, 1, &s.direct)

@@ -190,7 +190,8 @@ type convScratch struct {
 	split  splitJob
 	packed []float32 // the direct kernel's packed weights
 	phase  []float32 // a transposed convolution's phase output
-	taps   []float32 // its phase's weights
+	pack   packJob
+	srcs   []int // where packDirect finds each step's weights
 }
 
 var scratch struct {
@@ -245,14 +246,6 @@ func (s *convScratch) phaseBuf(n int) []float32 {
 		s.phase = make([]float32, n)
 	}
 	return s.phase[:n]
-}
-
-// tapBuf returns the phase weight buffer with at least n elements (uncleared).
-func (s *convScratch) tapBuf(n int) []float32 {
-	if cap(s.taps) < n {
-		s.taps = make([]float32, n)
-	}
-	return s.taps[:n]
 }
 
 // weightBuf returns the kernel buffer with at least n elements (uncleared).
