@@ -381,7 +381,7 @@ func convTransposeDirect(s *convScratch, y, x, w, b []float32, n, c int, g *conv
 	k, st, pad := g.c, g.stride, g.padH
 	h, wd := g.oh, g.ow
 	// Padding of the copy: enough above and left for the last tap of every phase, below
-	// and right for the last output's first tap and whole tiles.
+	// and right for the first tap of every phase's last output.
 	pt, pl, hp, wp := 0, 0, h, wd
 	for ph := range st {
 		py := convTPhaseOf(ph, st, pad, g.kh, g.h)

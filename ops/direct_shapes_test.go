@@ -299,3 +299,90 @@ func TestMomentsShiftAndTail(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectStridedPaddedShapes: the phase-split direct route (stride 1-4, zero pads up to and
+// above the kernel, padH != padW, kernels narrower than the stride, batches of 3, the thin
+// kernel's shifted last tile and its gathered rows 32..63 wide) against the float64
+// reference, with the kernel's reads kept inside the split input and the edge panels and its
+// writes inside the output and the edge tiles.
+func TestDirectStridedPaddedShapes(t *testing.T) {
+	wide, thin, oldKC, oldThreads := directKernels()
+	defer func() { directKernel, directThin, directKC = wide, thin, oldKC; SetThreads(oldThreads) }()
+	r := rand.New(rand.NewPCG(31, 31))
+	type tc struct {
+		cc         convCase
+		padH, padW int
+	}
+	var cases []tc
+	for _, s := range []int{1, 2, 3, 4} {
+		for _, kk := range [][2]int{{1, 1}, {1, 3}, {2, 2}, {3, 3}, {5, 4}, {7, 7}} {
+			for _, pads := range [][2]int{{0, 0}, {1, 1}, {0, 2}, {3, 1}, {kk[0] + 2, kk[1] + 3}} {
+				for _, k := range []int{3, 9} {
+					n := len(cases)
+					ow := []int{32, 33, 47, 63, 64, 65, 97}[n%7]
+					w := (ow-1)*s + kk[1] - 2*pads[1]
+					if w < 1 {
+						continue
+					}
+					cases = append(cases, tc{convCase{n: 1 + n%3, c: 1 + n%4, h: 2 + n%5, w: w + n%s, k: k,
+						kh: kk[0], kw: kk[1], stride: s, bias: n%2 == 0}, pads[0], pads[1]})
+				}
+			}
+		}
+	}
+	tested := 0
+	for i, c := range cases {
+		cc := c.cc
+		if cc.h+2*c.padH < cc.kh {
+			cc.h = cc.kh
+		}
+		g := newConvGeomPad(cc.c, cc.h, cc.w, cc.kh, cc.kw, cc.stride, c.padH, c.padW)
+		directKernel = wide
+		if !useDirect(&g) {
+			continue
+		}
+		tested++
+		x, w, b := cc.tensors(r, false)
+		want := refConv2dPad(x, w, b, cc.stride, c.padH, c.padW)
+		v := []struct{ kc, thr int }{{256, 1}, {256, 2}, {8, 2}, {5, 3}}[i%4]
+		spy := &kernelSpy{}
+		directKernel, directThin, directKC = spy.wrap(wide), spy.wrap(thin), v.kc
+		SetThreads(v.thr)
+		freshScratches()
+		y := Conv2dPad(nil, x, w, b, cc.stride, c.padH, c.padW)
+		name := fmt.Sprintf("%v_p%dx%d_kc%d_thr%d", cc, c.padH, c.padW, v.kc, v.thr)
+		compareRef(t, name, y.Data, want, 1e-5)
+		cols, wts, _, panels, tiles := scratchSpans()
+		reads := append([]memSpan{spanOf(x.Data)}, cols...)
+		spy.check(t, name, append(reads, panels...), wts, append([]memSpan{spanOf(y.Data)}, tiles...))
+	}
+	if tested < 200 {
+		t.Errorf("only %d of %d shapes took the direct route", tested, len(cases))
+	}
+}
+
+// TestDirectRoutesChosen pins the routes: at most 4 outputs take the thin kernel, and a
+// generator's last layer (7x7 to 3 channels on a reflection-padded input), where the
+// flipped-kernel route would also apply, takes the direct one.
+func TestDirectRoutesChosen(t *testing.T) {
+	if directKernel == nil || directThin == nil {
+		t.Skip("no direct convolution kernels on this CPU (AVX-512)")
+	}
+	if directFor(4) != directThin || directFor(5) != directKernel {
+		t.Errorf("directFor: 4 outputs -> %s, 5 -> %s; want the thin kernel for 4 only", directFor(4).name, directFor(5).name)
+	}
+	g := newConvGeom(16, 70, 70, 7, 7, 1, 0)
+	if !viaTranspose(&g, 3) || !useDirect(&g) {
+		t.Fatal("the shape no longer has both routes open")
+	}
+	inner := directThin
+	defer func() { directThin = inner }()
+	spy := &kernelSpy{}
+	directThin = spy.wrap(inner)
+	r := rand.New(rand.NewPCG(1, 1))
+	x, w, _ := convCase{n: 1, c: 16, h: 70, w: 70, k: 3, kh: 7, kw: 7, stride: 1}.tensors(r, false)
+	Conv2d(nil, x, w, nil, 1, 0)
+	if len(spy.writes) == 0 {
+		t.Error("the 16 -> 3 7x7 convolution did not take the thin direct kernel")
+	}
+}

@@ -31,7 +31,7 @@ func pad2d(tp *Tape, x *Tensor, pad int, reflect bool) *Tensor {
 	out := tp.alloc(n, c, ph, pw)
 	j := padBodies.get()
 	*j = padJob{x: x.Data, y: out.Data, h: h, w: w, pad: pad, reflect: reflect}
-	ParallelFor(n*c, max(1, ewGrain/(ph*pw)), j)
+	ParallelFor(n*c, max(1, ewGrain/max(ph*pw, 1)), j)
 	*j = padJob{}
 	padBodies.put(j)
 	if tp.needs(x) {

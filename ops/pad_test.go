@@ -68,3 +68,12 @@ func TestReflectionPad2dTorchParity(t *testing.T) {
 	want := torchref.Run(t, script, inputs)
 	torchref.Compare(t, 0, got, want)
 }
+
+// TestPadEmptyPlanes: padding nothing around empty planes gives an empty output.
+func TestPadEmptyPlanes(t *testing.T) {
+	for _, sh := range [][4]int{{2, 3, 0, 5}, {1, 2, 4, 0}} {
+		if y := ZeroPad2d(nil, New(sh[:]...), 0); len(y.Data) != 0 {
+			t.Errorf("%v: %d outputs, want none", sh, len(y.Data))
+		}
+	}
+}
