@@ -157,7 +157,7 @@ func (s *convScratch) steps(n int) []int {
 
 // directOffsets fills offs with the offset of each im2col row of g in the input the direct
 // route reads: x itself for stride 1 without padding (planes of H x W), else its phase split
-// (planes of hs x ws, see directInput).
+// (planes of hs x ws, see splitJob).
 func directOffsets(offs []int, g *convGeom, hs, ws int) {
 	s := g.stride
 	for c := range g.c {
@@ -218,6 +218,7 @@ func (j *splitJob) Run(lo, hi int) {
 	}
 }
 
+// Run computes output rows [lo, hi), counted over all images (N*OH rows in all).
 func (j *directConvJob) Run(lo, hi int) {
 	rows, chw, ohw := j.rows, j.chw, j.oh*j.ow
 	kern, mr, nr := j.kern.fn, j.kern.mr, j.kern.nr
@@ -329,8 +330,8 @@ func conv2dDirect(s *convScratch, y, x, w, b []float32, n, k int, g *convGeom) {
 // of one phase are a stride-1 correlation of the input with the kernel taps ki = rh + s*t,
 // kj = rw + s*u (rh = (ph + pad) mod s), in reverse order. Each phase runs on the direct kernel
 // over a zero-padded copy of the input, into a buffer that one pass then interleaves into the
-// output, instead of a GEMM into columns s*s/... times the output's size and a col2im that adds
-// them back one kernel tap at a time.
+// output, instead of a GEMM into columns KH*KW/s^2 times the output's size and a col2im that
+// adds them back one kernel tap at a time.
 
 // convTPhase is one phase along one axis: taps kernel entries r, r+s, ..., n outputs, and
 // the input index of output a and tap t is a + d - t.
