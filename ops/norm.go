@@ -16,29 +16,37 @@ import (
 // for both for affine=False, the reference CycleGAN's setting. eps is PyTorch's 1e-5.
 // x: (N, C, H, W); gamma, beta: (C) or nil -> (N, C, H, W)
 func InstanceNorm2d(tp *Tape, x, gamma, beta *Tensor, eps float32) *Tensor {
-	n, c, h, w := x.NCHW()
+	n, c, _, _ := x.NCHW()
 	mustAffine("InstanceNorm2d", x, gamma, beta)
 	if d := deviceOf("InstanceNorm2d", x, gamma, beta); d != nil {
 		return devInstanceNorm2d(tp, d, x, gamma, beta, eps)
 	}
-	planes, hw := n*c, h*w
-	out := tp.alloc(x.Shape...)
-	if len(out.Data) == 0 {
-		return out
+	out, stats := instanceNormHost(tp, x, gamma, beta, eps, false)
+	if stats != nil && tp.needs(x, gamma, beta) {
+		nd := tp.push(instanceNormBackward, out, x, gamma, beta)
+		nd.saved[0] = stats
+		nd.saved[1] = tp.alloc(2 * n * c) // backward's per-plane sums
 	}
-	stats := tp.alloc(2 * planes)
+	return out
+}
+
+// instanceNormHost is the host forward of InstanceNorm2d, rectified with relu, and the
+// per-plane statistics it saves (nil for an empty x).
+func instanceNormHost(tp *Tape, x, gamma, beta *Tensor, eps float32, relu bool) (out, stats *Tensor) {
+	n, c, h, w := x.NCHW()
+	planes, hw := n*c, h*w
+	out = tp.alloc(x.Shape...)
+	if len(out.Data) == 0 {
+		return out, nil
+	}
+	stats = tp.alloc(2 * planes)
 	k := normBodies.get()
 	*k = normKernel{run: instanceNormForward, x: x.Data, y: out.Data, stats: stats.Data,
-		c: c, hw: hw, eps: eps}
+		c: c, hw: hw, eps: eps, relu: relu}
 	k.setAffine(gamma, beta)
 	ParallelFor(planes, normGrain(hw), k)
 	normRelease(k)
-	if tp.needs(x, gamma, beta) {
-		nd := tp.push(instanceNormBackward, out, x, gamma, beta)
-		nd.saved[0] = stats
-		nd.saved[1] = tp.alloc(2 * planes) // backward's per-plane sums
-	}
-	return out
+	return out, stats
 }
 
 // InstanceNormReLU is ReLU(InstanceNorm2d(x, nil, nil, eps)), the norm and activation that
@@ -50,18 +58,7 @@ func InstanceNormReLU(tp *Tape, x *Tensor, eps float32) *Tensor {
 	if tp.Recording() || x.dev != nil {
 		return ReLU(tp, InstanceNorm2d(tp, x, nil, nil, eps))
 	}
-	n, c, h, w := x.NCHW()
-	planes, hw := n*c, h*w
-	out := tp.alloc(x.Shape...)
-	if len(out.Data) == 0 {
-		return out
-	}
-	stats := tp.alloc(2 * planes)
-	k := normBodies.get()
-	*k = normKernel{run: instanceNormForward, x: x.Data, y: out.Data, stats: stats.Data,
-		c: c, hw: hw, eps: eps, relu: true}
-	ParallelFor(planes, normGrain(hw), k)
-	normRelease(k)
+	out, _ := instanceNormHost(tp, x, nil, nil, eps, true)
 	return out
 }
 
