@@ -4,7 +4,7 @@ BIN      := bin/wkd
 export CGO_ENABLED ?= 0
 
 # Packages with goroutines of their own: their tests also run under the race detector.
-RACE_PKGS := ./ops/ ./allreduce/... ./node/... ./sharding/... ./data/... ./trainer/... ./cmd/wkd/
+RACE_PKGS := ./ops/ ./allreduce/... ./node/... ./sharding/... ./data/... ./trainer/... ./bench/ ./cmd/wkd/
 
 .PHONY: all build deps test vet fmt-check race bench bench-engine bench-inception bench-infer bench-allreduce bench-net demo cuda-check device-check experiments clean
 

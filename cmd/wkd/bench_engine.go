@@ -7,12 +7,12 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"wkd/bench"
 	"wkd/internal/torchnets"
 	"wkd/models"
 	"wkd/ops"
@@ -94,8 +94,8 @@ func benchEngineCmd(fs *pflag.FlagSet, _ []string) func([]string) error {
 		minRatio := math.Inf(1)
 		for _, g := range ngfs {
 			times := timeWKDStep(g, f)
-			w := median(times)
-			tt := median(torchRes.Steps[fmt.Sprint(g)])
+			w := bench.Median(times)
+			tt := bench.Median(torchRes.Steps[fmt.Sprint(g)])
 			ratio := tt / w // throughput ratio wkd/PyTorch
 			minRatio = math.Min(minRatio, ratio)
 			fmt.Printf("%-6d %14.1f %14.1f %12.2f %12.2f %8.3f\n", g, 1e3*w, 1e3*tt, float64(f.batch)/w, float64(f.batch)/tt, ratio)
@@ -143,18 +143,6 @@ func timeWKDStep(ngf int, f benchEngineFlags) []float64 {
 		times[i] = time.Since(t0).Seconds()
 	}
 	return times
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // mustBuild builds and initializes a network from a spec this program wrote itself.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"wkd/bench"
 	"wkd/internal/torchnets"
 	"wkd/models"
 	"wkd/ops"
@@ -93,7 +94,7 @@ func benchInceptionFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 			net.Features(x, 2048, feats)
 			times[i] = time.Since(t0).Seconds()
 		}
-		w, t := median(times), median(torchRes.Times)
+		w, t := bench.Median(times), bench.Median(torchRes.Times)
 		fmt.Printf("\n%-22s %12s %12s\n", "", "wkd", "torch "+torchRes.Version)
 		fmt.Printf("%-22s %12.1f %12.1f\n", "forward (ms, median)", 1e3*w, 1e3*t)
 		fmt.Printf("%-22s %12.2f %12.2f\n", "images/s", float64(*batch)/w, float64(*batch)/t)

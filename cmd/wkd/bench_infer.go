@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"wkd/bench"
 	"wkd/internal/torchnets"
 	"wkd/models"
 	"wkd/ops"
@@ -135,8 +136,8 @@ func benchInferFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 			products, _ := models.CountProducts(n.spec(), *size, *size)
 			g := mustBuild(n.spec(), ops.NewRNG(0))
 			for _, b := range bs {
-				w := median(timeInference(g, b, *size, *warmup, *reps, *minTime))
-				tt := median(torchRes.Times[fmt.Sprintf("%s/%d", n.Name, b)])
+				w := bench.Median(timeInference(g, b, *size, *warmup, *reps, *minTime))
+				tt := bench.Median(torchRes.Times[fmt.Sprintf("%s/%d", n.Name, b)])
 				flops := 2 * float64(products) * float64(b)
 				share := func(sec float64) string {
 					if peak == 0 {

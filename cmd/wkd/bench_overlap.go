@@ -1,146 +1,39 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
 	"fmt"
-	"image"
-	"image/color"
-	"image/png"
-	"io"
-	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path/filepath"
 
 	"github.com/spf13/pflag"
 
-	"wkd/models"
-	"wkd/trainer"
+	"wkd/bench"
 )
 
 func init() {
 	register(command{name: "bench-overlap", summary: "share of a distributed distillation step spent waiting on the all-reduce, overlap off and on", group: groupBench, flags: benchOverlapFlags})
 }
 
-// runBenchOverlap distills a student on --nodes local node processes twice, with the
-// all-reduce after backward and overlapped with it, and prints the median share of a step
-// spent waiting for gradients (rank 0's sync time over its step time).
 func benchOverlapFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
-	nodes := fs.Int("nodes", 2, "node processes")
-	steps := fs.Int("steps", 30, "steps per run (the first 5 are not counted)")
-	ngf := fs.Int("ngf", 32, "student width (more parameters, more to communicate)")
-	size := fs.Int("size", 64, "image side")
+	var o bench.OverlapOptions
+	fs.IntVar(&o.Nodes, "nodes", 2, "node processes")
+	fs.IntVar(&o.Steps, "steps", 30, "steps per run (the first 5 are not counted)")
+	fs.IntVar(&o.NGF, "ngf", 32, "student width (more parameters, more to communicate)")
+	fs.IntVar(&o.Size, "size", 64, "image side")
 	return func(args []string) error {
-		dir, err := os.MkdirTemp("", "wkd-bench-overlap-")
-		if err != nil {
+		switch {
+		case o.Nodes < 2 || o.Nodes > maxLocalNodes:
+			return fmt.Errorf("--nodes %d: want 2 to %d, like 2", o.Nodes, maxLocalNodes)
+		case o.Steps < 6:
+			return fmt.Errorf("--steps %d: want at least 6 (the first 5 are not counted), like 30", o.Steps)
+		case o.NGF < 1 || o.NGF > 256:
+			return fmt.Errorf("--ngf %d: want 1 to 256, like 32", o.NGF)
+		case o.Size < 16 || o.Size > 1024:
+			return fmt.Errorf("--size %d: want 16 to 1024, like 64", o.Size)
+		}
+		var err error
+		if o.Exe, err = os.Executable(); err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		data := filepath.Join(dir, "data")
-		if err := writeRandomAligned(filepath.Join(data, "train"), 4**nodes, *size); err != nil {
-			return err
-		}
-		// A teacher of one step: its quality does not matter for timing.
-		tc := trainer.DefaultPix2Pix()
-		tc.Data, tc.Dir, tc.MaxSteps = data, filepath.Join(dir, "teacher"), 1
-		tc.G = models.Spec{Kind: models.ResNet, NBlocks: 6, InputNC: 3, OutputNC: 3, NGF: 16, Norm: models.Instance}
-		tc.D = models.Spec{Kind: models.PatchGAN, InputNC: 6, NDF: 16, Norm: models.Instance}
-		tc.LoadSize, tc.CropSize = *size, *size
-		t, err := trainer.New(tc, io.Discard)
-		if err != nil {
-			return err
-		}
-		if err := t.Run(context.Background()); err != nil {
-			return err
-		}
-		t.Close()
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		fmt.Printf("bench-overlap: %d nodes, pix2pix student ResNet-6 ngf %d at %dx%d, global batch %d, %d steps\n", *nodes, *ngf, *size, *size, *nodes, *steps)
-		fmt.Printf("%-8s %12s %12s %10s\n", "overlap", "step (ms)", "waiting (ms)", "share")
-		for _, on := range []bool{false, true} {
-			out := filepath.Join(dir, fmt.Sprintf("student-%v", on))
-			cmd := exec.Command(exe, "distill", "--data", data, "--teacher", tc.Dir, "--out", out, "--local-nodes", fmt.Sprint(*nodes),
-				"--batch-size", fmt.Sprint(*nodes), "--max-steps", fmt.Sprint(*steps), "--log-every", "1", "--norm", "instance",
-				"--netG", "resnet", "--n-blocks", "6", "--ngf", fmt.Sprint(*ngf), "--ndf", "16", "--load-size", fmt.Sprint(*size),
-				"--crop-size", fmt.Sprint(*size), "--checkpoint-every", "100000", fmt.Sprintf("--overlap=%v", on))
-			cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-			if err := cmd.Run(); err != nil {
-				return fmt.Errorf("overlap=%v run: %w", on, err)
-			}
-			stepMs, waitMs, err := rankZeroTimes(filepath.Join(out, "log.jsonl"), *nodes)
-			if err != nil {
-				return err
-			}
-			if len(stepMs) <= 5 {
-				return fmt.Errorf("overlap=%v: only %d steps logged", on, len(stepMs))
-			}
-			stepMs, waitMs = stepMs[5:], waitMs[5:]
-			shares := make([]float64, len(stepMs))
-			for i := range shares {
-				shares[i] = waitMs[i] / stepMs[i]
-			}
-			fmt.Printf("%-8v %12.1f %12.1f %9.1f%%\n", on, median(stepMs), median(waitMs), 100*median(shares))
-		}
-		return nil
+		return bench.Overlap(o, os.Stdout)
 	}
-}
-
-// rankZeroTimes reads rank 0's step lines: step time (img_per_s counts the global batch of
-// one image per node) and time spent waiting on gradients.
-func rankZeroTimes(path string, nodes int) (stepMs, waitMs []float64, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var l struct {
-			Message string   `json:"message"`
-			Rank    *int     `json:"rank"`
-			IPS     float64  `json:"img_per_s"`
-			Sync    float64  `json:"sync_ms"`
-			Step    *float64 `json:"step"`
-		}
-		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Message != "step" || l.Rank == nil || *l.Rank != 0 || l.IPS == 0 {
-			continue
-		}
-		stepMs = append(stepMs, 1e3*float64(nodes)/l.IPS)
-		waitMs = append(waitMs, l.Sync)
-	}
-	return stepMs, waitMs, sc.Err()
-}
-
-// writeRandomAligned writes n random A|B images of side size.
-func writeRandomAligned(dir string, n, size int) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	r := rand.New(rand.NewPCG(1, 2))
-	for i := range n {
-		img := image.NewRGBA(image.Rect(0, 0, 2*size, size))
-		for k := range img.Pix {
-			img.Pix[k] = uint8(r.IntN(256))
-		}
-		for y := range size {
-			for x := range 2 * size {
-				img.SetRGBA(x, y, color.RGBA{img.Pix[4*(y*2*size+x)], uint8(x), uint8(y), 255})
-			}
-		}
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%03d.png", i)))
-		if err != nil {
-			return err
-		}
-		if err := png.Encode(f, img); err != nil {
-			f.Close()
-			return err
-		}
-		f.Close()
-	}
-	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"wkd/bench"
 	"wkd/data"
 	"wkd/metrics"
 	"wkd/models"
@@ -357,7 +358,7 @@ func inferenceMs(m evalModel, size, reps int) float64 {
 		m.g.Forward(tp, x, false)
 		times[i] = float64(time.Since(t0).Microseconds()) / 1e3
 	}
-	return median(times)
+	return bench.Median(times)
 }
 
 // lossCurves reads the step lines of a run's log.jsonl into one curve per loss.

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,19 +28,19 @@ func TestNetParseRate(t *testing.T) {
 		{"1mibit", 1 << 20}, {"250000", 250e3}, {"100gbit", 100e9},
 		{"12.5mbps", 100e6}, {"100kbps", 800e3}, {"100kibps", 800 << 10}, // bps: bytes per second
 	} {
-		got, err := netParseRate(c.in)
+		got, err := ParseRate(c.in)
 		if err != nil || got != c.bits {
-			t.Errorf("netParseRate(%q) = %d, %v; want %d", c.in, got, err, c.bits)
+			t.Errorf("ParseRate(%q) = %d, %v; want %d", c.in, got, err, c.bits)
 		}
 	}
 	for _, bad := range []string{"", "fast", "mbit", "100 mbits", "-5mbit", "1.2.3mbit", "99kbit", "101gbit", "100mb"} {
-		if got, err := netParseRate(bad); err == nil {
-			t.Errorf("netParseRate(%q) = %d, want an error", bad, got)
+		if got, err := ParseRate(bad); err == nil {
+			t.Errorf("ParseRate(%q) = %d, want an error", bad, got)
 		}
 	}
 	for bits, want := range map[int64]string{100e6: "100Mbit", 1e9: "1Gbit", 500e3: "500Kbit", 1500e3: "1500Kbit", 123456: "123456bit"} {
-		if got := netFormatRate(bits); got != want {
-			t.Errorf("netFormatRate(%d) = %q, want %q", bits, got, want)
+		if got := FormatRate(bits); got != want {
+			t.Errorf("FormatRate(%d) = %q, want %q", bits, got, want)
 		}
 	}
 }
@@ -49,7 +50,7 @@ func TestNetParseRate(t *testing.T) {
 func TestNetBurst(t *testing.T) {
 	for _, bits := range []int64{100e3, 50e6, 100e6, 1e9, 10e9} {
 		if b := netBurst(bits); float64(b) < float64(bits)/8*0.004 || b <= 64<<10 {
-			t.Errorf("netBurst(%s) = %d bytes, less than 4 ms of traffic, or not above a 64 KiB GSO packet", netFormatRate(bits), b)
+			t.Errorf("netBurst(%s) = %d bytes, less than 4 ms of traffic, or not above a 64 KiB GSO packet", FormatRate(bits), b)
 		}
 	}
 	args := strings.Join(netTbf("eth0", 100e6), " ")
@@ -58,37 +59,9 @@ func TestNetBurst(t *testing.T) {
 	}
 }
 
-// Bad flags fail before anything touches the machine, naming the flag and a value that works.
-func TestBenchNetFlagErrors(t *testing.T) {
-	for _, c := range []struct {
-		args []string
-		want []string
-	}{
-		{[]string{"--link", "fast"}, []string{"--link", "100mbit"}},
-		{[]string{"--link", "50kbit"}, []string{"--link", "100kbit"}},
-		{[]string{"--ranks", "1,4"}, []string{"--ranks", "2,4,8"}},
-		{[]string{"--ranks", "2,x"}, []string{"--ranks", "2,4,8"}},
-		{[]string{"--ranks", "33"}, []string{"--ranks", "2,4,8"}},
-		{[]string{"--size-mib", "0"}, []string{"--size-mib", "8"}},
-		{[]string{"--reps", "0"}, []string{"--reps", "3"}},
-		{[]string{"--timeout", "0s"}, []string{"--timeout", "10m"}},
-	} {
-		err := wkd(append([]string{"bench-net"}, c.args...)...)
-		if err == nil {
-			t.Errorf("bench-net %v: no error", c.args)
-			continue
-		}
-		for _, w := range c.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("bench-net %v: error %q does not mention %q", c.args, err, w)
-			}
-		}
-	}
-}
-
 func TestNetPreflight(t *testing.T) {
 	found := func(name string) (string, error) { return "/usr/sbin/" + name, nil }
-	if _, _, err := netPreflight(1000, found); err == nil || err.Error() != "wkd bench-net needs root (network namespaces); run it with sudo" {
+	if _, _, err := NetPreflight(1000, found); err == nil || err.Error() != "wkd bench-net needs root (network namespaces); run it with sudo" {
 		t.Errorf("not root: %v", err)
 	}
 	noTC := func(name string) (string, error) {
@@ -97,10 +70,10 @@ func TestNetPreflight(t *testing.T) {
 		}
 		return found(name)
 	}
-	if _, _, err := netPreflight(0, noTC); err == nil || !strings.Contains(err.Error(), "tc not found") || !strings.Contains(err.Error(), "iproute2") {
+	if _, _, err := NetPreflight(0, noTC); err == nil || !strings.Contains(err.Error(), "tc not found") || !strings.Contains(err.Error(), "iproute2") {
 		t.Errorf("no tc: %v", err)
 	}
-	if ip, tc, err := netPreflight(0, found); err != nil || ip != "/usr/sbin/ip" || tc != "/usr/sbin/tc" {
+	if ip, tc, err := NetPreflight(0, found); err != nil || ip != "/usr/sbin/ip" || tc != "/usr/sbin/tc" {
 		t.Errorf("all there: %q %q %v", ip, tc, err)
 	}
 }
@@ -119,25 +92,25 @@ func TestNetNames(t *testing.T) {
 		}
 	}
 	// Addresses stay in the benchmarking range.
-	if ip := net.ParseIP(netHostIP(netMaxRanks)); ip == nil || !(&net.IPNet{IP: net.IP{198, 18, 0, 0}, Mask: net.CIDRMask(15, 32)}).Contains(ip) {
-		t.Errorf("netHostIP(%d) = %s, outside 198.18.0.0/15", netMaxRanks, netHostIP(netMaxRanks))
+	if ip := net.ParseIP(netHostIP(NetMaxRanks)); ip == nil || !(&net.IPNet{IP: net.IP{198, 18, 0, 0}, Mask: net.CIDRMask(15, 32)}).Contains(ip) {
+		t.Errorf("netHostIP(%d) = %s, outside 198.18.0.0/15", NetMaxRanks, netHostIP(NetMaxRanks))
 	}
 }
 
 func TestNetSlowestMedian(t *testing.T) {
-	ar := func(rep, rank int, sec float64) arBenchResult {
-		return arBenchResult{Kind: "ar", Nodes: 3, Bytes: 8 << 20, Rep: rep, Rank: rank, Sec: sec}
+	ar := func(rep, rank int, sec float64) Result {
+		return Result{Kind: "ar", Nodes: 3, Bytes: 8 << 20, Rep: rep, Rank: rank, Sec: sec}
 	}
 	// The slowest rank of each rep: 3, 9, 5; their median is 5 (the mean of all is not, nor
 	// is the median of the fastest or of every time).
-	res := []arBenchResult{ar(0, 0, 1), ar(0, 1, 3), ar(0, 2, 2), ar(1, 0, 9), ar(1, 1, 1), ar(1, 2, 1), ar(2, 2, 5), ar(2, 0, 4), ar(2, 1, 4)}
-	if got, err := netSlowestMedian(res, 3, 3); err != nil || got != 5 {
-		t.Errorf("netSlowestMedian = %g, %v; want 5", got, err)
+	res := []Result{ar(0, 0, 1), ar(0, 1, 3), ar(0, 2, 2), ar(1, 0, 9), ar(1, 1, 1), ar(1, 2, 1), ar(2, 2, 5), ar(2, 0, 4), ar(2, 1, 4)}
+	if got, err := netSlowest(res, 3, 3); err != nil || !slices.Equal(got, []float64{3, 9, 5}) || Median(got) != 5 {
+		t.Errorf("netSlowest = %v, %v; want [3 9 5], median 5", got, err)
 	}
-	if _, err := netSlowestMedian(res[:8], 3, 3); err == nil {
+	if _, err := netSlowest(res[:8], 3, 3); err == nil {
 		t.Error("a rank missing from a rep: no error")
 	}
-	if _, err := netSlowestMedian(append(res, ar(3, 0, 1)), 3, 3); err == nil {
+	if _, err := netSlowest(append(res, ar(3, 0, 1)), 3, 3); err == nil {
 		t.Error("a rep too many: no error")
 	}
 }
@@ -147,13 +120,13 @@ func TestNetReport(t *testing.T) {
 	// 2 ranks move the buffer once: 8 MiB in 0.7 s is 11.98 MB/s, 0.96 of the link. 4 ranks
 	// move it 1.5 times: 1.5 s gives 8.39 MB/s, 0.67. One server is slower, and not counted.
 	results := []netResult{
-		{ranks: 2, topo: netOneServer, sec: 1.4, cpu: 0.3, busy: 0.4},
-		{ranks: 2, topo: netServerPerNode, sec: 0.7, cpu: 0.25, busy: 0.3},
-		{ranks: 4, topo: netOneServer, sec: 4.0, cpu: 0.5, busy: 0.6},
-		{ranks: 4, topo: netServerPerNode, sec: 1.5, cpu: 0.91, busy: 0.97},
+		{ranks: 2, topo: netOneServer, sec: 1.4, lo: 1.3, hi: 1.5, cpu: 0.3, busy: 0.4},
+		{ranks: 2, topo: netServerPerNode, sec: 0.7, lo: 0.6994, hi: 0.7206, cpu: 0.25, busy: 0.3},
+		{ranks: 4, topo: netOneServer, sec: 4.0, lo: 3.9, hi: 4.1, cpu: 0.5, busy: 0.6},
+		{ranks: 4, topo: netServerPerNode, sec: 1.5, lo: 1.4, hi: 1.6, cpu: 0.91, busy: 0.97},
 	}
 	var b bytes.Buffer
-	if err := netReport(&b, size, link, 3, results); err != nil {
+	if err := netReport(&b, size, link, 3, "cubic", results); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
@@ -161,28 +134,30 @@ func TestNetReport(t *testing.T) {
 		t.Errorf("last line %q, want %q\n%s", last, "busbw/link: 0.67", b.String())
 	}
 	for _, want := range []string{
-		"    2  server per node    700.0 ms   11.98 MB/s       0.96   1.00   25%   30%",
-		"    4  one server        4000.0 ms    3.15 MB/s       0.25   0.25   50%   60%",
-		"    4  server per node   1500.0 ms    8.39 MB/s       0.67   1.00   91%   97%",
+		"ring all-reduce over NATS between network namespaces: 8 MiB buffer, every link 100Mbit (12.50 MB/s) each way, TCP cubic, median of 3 reps after 1 warmup",
+		"    2  server per node    700.0 ms         699-721 ms   11.98 MB/s       0.96   1.00   25%   30%",
+		"    4  one server        4000.0 ms       3900-4100 ms    3.15 MB/s       0.25   0.25   50%   60%",
+		"    4  server per node   1500.0 ms       1400-1600 ms    8.39 MB/s       0.67   1.00   91%   97%",
 		"bound by CPU as much as by the links (cores over 90% busy): server per node with 4 ranks",
 	} {
 		if !strings.Contains(b.String(), want+"\n") {
 			t.Errorf("no line %q in\n%s", want, b.String())
 		}
 	}
-	if err := netReport(io.Discard, size, link, 3, results[:1]); err == nil {
+	if err := netReport(io.Discard, size, link, 3, "cubic", results[:1]); err == nil {
 		t.Error("no server-per-node result: no error")
 	}
 }
 
 // A 2-host testbed really limits each end of a link: a TCP transfer between the hosts takes
 // as long as the rate says, with both limits, with the sender's end alone and with the switch's
-// end alone; and Close leaves no namespace behind.
+// end alone; its connections use the congestion control asked for, whatever the machine's
+// default; and Close leaves no namespace behind.
 func TestNetTestbedLimitsRate(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
 	}
-	ip, tc, err := netPreflight(0, exec.LookPath)
+	ip, tc, err := NetPreflight(0, exec.LookPath)
 	if err != nil {
 		t.Skip(err)
 	}
@@ -190,7 +165,7 @@ func TestNetTestbedLimitsRate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	prefix := netNewPrefix()
-	tb, err := newNetTestbed(ctx, ip, tc, prefix, 2, link)
+	tb, err := newNetTestbed(ctx, ip, tc, prefix, 2, link, NetDefaultTCP)
 	if errors.Is(err, errNetDenied) {
 		t.Skip(err)
 	}
@@ -211,8 +186,8 @@ func TestNetTestbedLimitsRate(t *testing.T) {
 	for i, ns := range tb.hosts {
 		for _, end := range [][2]string{{ns, "eth0"}, {tb.sw, fmt.Sprintf("h%d", i)}} {
 			out, err := exec.Command(tc, "-n", end[0], "qdisc", "show", "dev", end[1]).Output()
-			if err != nil || !strings.Contains(string(out), "tbf") || !strings.Contains(string(out), "rate "+netFormatRate(link)) {
-				t.Errorf("%s in %s: qdisc %q (%v), want tbf at rate %s", end[1], end[0], out, err, netFormatRate(link))
+			if err != nil || !strings.Contains(string(out), "tbf") || !strings.Contains(string(out), "rate "+FormatRate(link)) {
+				t.Errorf("%s in %s: qdisc %q (%v), want tbf at rate %s", end[1], end[0], out, err, FormatRate(link))
 			}
 		}
 	}
@@ -222,13 +197,16 @@ func TestNetTestbedLimitsRate(t *testing.T) {
 	least := time.Duration(float64(payload-2*netBurst(link)) / (link / 8) * float64(time.Second))
 	check := func(what string, from, to int) {
 		t.Helper()
-		d, err := netTransfer(tb.hosts[from], tb.hosts[to], netHostIP(to), payload)
+		d, cc, err := netTransfer(tb.hosts[from], tb.hosts[to], netHostIP(to), payload)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
+		if cc != NetDefaultTCP {
+			t.Errorf("%s: the sender's congestion control is %q, want %q (machine's default: %s)", what, cc, NetDefaultTCP, netMachineTCP())
+		}
 		t.Logf("%s: %d MiB in %v (%.1f Mbit/s)", what, payload>>20, d.Round(time.Millisecond), payload*8/d.Seconds()/1e6)
 		if d < least || d > 4*least+time.Second {
-			t.Errorf("%s: %d MiB took %v, want %v to %v at %s", what, payload>>20, d, least, 4*least+time.Second, netFormatRate(link))
+			t.Errorf("%s: %d MiB took %v, want %v to %v at %s", what, payload>>20, d, least, 4*least+time.Second, FormatRate(link))
 		}
 	}
 	check("both ends limited", 0, 1)
@@ -244,11 +222,11 @@ func TestNetTestbedLimitsRate(t *testing.T) {
 }
 
 // netTransfer sends n bytes over TCP from namespace from to addr in namespace to, and returns
-// the time until the receiver has them all.
-func netTransfer(from, to, addr string, n int) (time.Duration, error) {
+// the time until the receiver has them all and the sender's congestion control.
+func netTransfer(from, to, addr string, n int) (time.Duration, string, error) {
 	var ln net.Listener
 	if err := inNetns(to, func() (err error) { ln, err = net.Listen("tcp", net.JoinHostPort(addr, "0")); return }); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer ln.Close()
 	deadline := time.Now().Add(15 * time.Second)
@@ -270,21 +248,33 @@ func netTransfer(from, to, addr string, n int) (time.Duration, error) {
 	var c net.Conn
 	d := net.Dialer{Deadline: deadline}
 	if err := inNetns(from, func() (err error) { c, err = d.Dial("tcp", ln.Addr().String()); return }); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(deadline)
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return 0, "", err
+	}
+	var cc string
+	var ccErr error
+	if err := raw.Control(func(fd uintptr) { cc, ccErr = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION) }); err != nil {
+		return 0, "", err
+	}
+	if ccErr != nil {
+		return 0, "", ccErr
+	}
 	t0 := time.Now()
 	if _, err := c.Write(make([]byte, n)); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	if err := <-got; err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	return time.Since(t0), nil
+	return time.Since(t0), strings.TrimRight(cc, "\x00"), nil
 }
 
 // inNetns runs f on an OS thread moved into network namespace ns; the sockets f opens stay in
