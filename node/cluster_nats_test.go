@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +43,71 @@ func waitRoutes(t *testing.T, n int, servers ...*NATSServer) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// routedNode is a node with a NATS server of its own whose routes KeepRoutes keeps, as wkd
+// node runs one, and a client of that server.
+type routedNode struct {
+	n   *Node
+	srv *NATSServer
+	nc  *nats.Conn
+	// stopRoutes stops KeepRoutes and waits for it to end.
+	stopRoutes func()
+}
+
+// startRoutedNode starts a node called name with its own server (token "tok"), contacts the
+// seeds, and once its server has a route to another member's (if there are others) makes it
+// ready to take a rank, as wkd node does. Everything stops when the test ends.
+func startRoutedNode(t *testing.T, key []byte, name string, minNodes int, seeds ...string) *routedNode {
+	t.Helper()
+	srv := startClusterNATS(t, "tok")
+	cfg := DefaultLocalConfig()
+	cfg.Name, cfg.GossipKey, cfg.RoutePort, cfg.NATSPort, cfg.MinNodes = name, key, srv.ClusterPort(), srv.Port(), minNodes
+	n, err := New(cfg, testLogger(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	// Connected before KeepRoutes changes the routes, as wkd node does: nats-server re-checks
+	// its clients on every reload and races with a handshake in progress.
+	nc := testConn(t, srv, "tok")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { KeepRoutes(ctx, n, srv, nil, 20*time.Millisecond, testLogger(t, name)); close(done) }()
+	stop := sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	if err := n.Contact(seeds); err != nil {
+		t.Fatal(err)
+	}
+	if len(seeds) > 0 {
+		eventually(t, 10*time.Second, name+"'s server routed to another member's", func() bool { return srv.Peers() > 0 })
+	}
+	if err := n.SetState(StateReady); err != nil {
+		t.Fatal(err)
+	}
+	return &routedNode{n: n, srv: srv, nc: nc, stopRoutes: stop}
+}
+
+// eventually polls cond every 5 ms and fails the test if it is still false after within.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// watchdog ends the test binary with every goroutine's stack if the test, its cleanups
+// included, runs past d: a hang fails at once instead of at the package's timeout.
+func watchdog(t *testing.T, d time.Duration) {
+	timer := time.AfterFunc(d, func() {
+		debug.SetTraceback("all")
+		panic(fmt.Sprintf("%s still running after %v", t.Name(), d))
+	})
+	t.Cleanup(func() { timer.Stop() })
 }
 
 func testConn(t *testing.T, s *NATSServer, token string) *nats.Conn {
@@ -167,35 +234,13 @@ func TestNATSClusterConfigValidate(t *testing.T) {
 // the membership alone, and a node that goes away leaves the others' route lists.
 func TestKeepRoutesFollowsMembership(t *testing.T) {
 	key := testKey(t)
-	type member struct {
-		n      *Node
-		srv    *NATSServer
-		cancel context.CancelFunc
-	}
-	start := func(name string, seeds ...string) member {
-		srv := startClusterNATS(t, "tok")
-		cfg := DefaultLocalConfig()
-		cfg.Name, cfg.GossipKey, cfg.RoutePort, cfg.NATSPort = name, key, srv.ClusterPort(), srv.Port()
-		n, err := New(cfg, testLogger(t, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Shutdown() })
-		if err := n.Join(seeds); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { KeepRoutes(ctx, n, srv, nil, 20*time.Millisecond, testLogger(t, name)); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
-		return member{n, srv, cancel}
-	}
-	a := start("a")
-	b := start("b", a.n.Addr())
-	c := start("c", a.n.Addr())
+	watchdog(t, time.Minute)
+	a := startRoutedNode(t, key, "a", 1)
+	b := startRoutedNode(t, key, "b", 1, a.n.Addr())
+	c := startRoutedNode(t, key, "c", 1, a.n.Addr())
 	waitRoutes(t, 2, a.srv, b.srv, c.srv)
 	deadline := time.Now().Add(10 * time.Second)
-	for _, m := range []member{a, b, c} {
+	for _, m := range []*routedNode{a, b, c} {
 		for len(m.srv.Routes()) < 2 && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -206,7 +251,7 @@ func TestKeepRoutesFollowsMembership(t *testing.T) {
 	// Each announces where its server takes clients, at the address the others reach it at.
 	for _, x := range a.n.Members() {
 		var want string
-		for _, m := range []member{a, b, c} {
+		for _, m := range []*routedNode{a, b, c} {
 			if m.n.cfg.Name == x.Name {
 				want = fmt.Sprintf("nats://127.0.0.1:%d", m.srv.Port())
 			}
@@ -216,7 +261,7 @@ func TestKeepRoutesFollowsMembership(t *testing.T) {
 		}
 	}
 
-	c.cancel()
+	c.stopRoutes()
 	c.n.Leave()
 	c.n.Shutdown()
 	c.srv.Shutdown()

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"wkd/allreduce"
 )
 
@@ -23,17 +21,15 @@ type toyReplica struct {
 	total int64
 	pause time.Duration // per step, to leave room for joins
 
-	mu      sync.Mutex
-	step    int64
-	w       []float32
-	loaded  int // LoadStateBytes calls
-	ckpts   []int64
-	started chan struct{} // closed at the first completed step
-	once    sync.Once
+	mu     sync.Mutex
+	step   int64
+	w      []float32
+	loaded int // LoadStateBytes calls
+	ckpts  []int64
 }
 
 func newToy(name string, total int64, pause time.Duration) *toyReplica {
-	return &toyReplica{name: name, total: total, pause: pause, w: make([]float32, 300), started: make(chan struct{})}
+	return &toyReplica{name: name, total: total, pause: pause, w: make([]float32, 300)}
 }
 
 func (r *toyReplica) Step() int64 { r.mu.Lock(); defer r.mu.Unlock(); return r.step }
@@ -81,7 +77,6 @@ func (r *toyReplica) Train(ctx context.Context, rank, size int, sync *GradSync) 
 		}
 		r.step++
 		r.mu.Unlock()
-		r.once.Do(func() { close(r.started) })
 		select {
 		case <-ctx.Done():
 		case <-time.After(r.pause):
@@ -97,54 +92,42 @@ func (r *toyReplica) Checkpoint() error {
 	return nil
 }
 
-// runnerMember is a node with its own NATS server in a test cluster, and its Runner.
+// runnerMember is a routed node in a test cluster and its Runner.
 type runnerMember struct {
-	n    *Node
-	srv  *NATSServer
-	nc   *nats.Conn
-	run  *Runner
-	rep  *toyReplica
-	done chan error
-	stop context.CancelFunc
+	*routedNode
+	run   *Runner
+	rep   *toyReplica
+	done  chan error    // Run's result
+	ended chan struct{} // closed once Run returned
+	stop  context.CancelFunc
 }
 
 func startRunner(t *testing.T, key []byte, name string, minNodes int, rep *toyReplica, seeds ...string) *runnerMember {
 	t.Helper()
-	srv := startClusterNATS(t, "tok")
-	cfg := DefaultLocalConfig()
-	cfg.Name, cfg.GossipKey, cfg.RoutePort, cfg.MinNodes = name, key, srv.ClusterPort(), minNodes
-	n, err := New(cfg, testLogger(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Shutdown() })
-	// Connected before KeepRoutes changes the routes, as wkd node does: nats-server re-checks
-	// its clients on every reload and races with a handshake in progress.
-	nc := testConn(t, srv, "tok")
-	ctx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	routesDone := make(chan struct{})
-	go func() { KeepRoutes(ctx, n, srv, nil, 20*time.Millisecond, testLogger(t, name)); close(routesDone) }()
-	t.Cleanup(func() { stop(); <-routesDone })
-	if err := n.Contact(seeds); err != nil {
-		t.Fatal(err)
-	}
-	// Ready once its server has a route to the others', as wkd node does.
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	for len(n.RouteAddrs()) > 0 && srv.Peers() == 0 && rctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := n.SetState(StateReady); err != nil {
-		t.Fatal(err)
-	}
+	rn := startRoutedNode(t, key, name, minNodes, seeds...)
 	ar := allreduce.DefaultLocalConfig()
 	ar.ChunkBytes = 256 // several chunks per all-reduce
 	// Parts of 100 bytes: the 1208-byte state goes in 13 messages.
-	r := NewRunner(n, nc, RunnerConfig{Prefix: "t", Reduce: ar, Resend: 20 * time.Millisecond, StateTimeout: 20 * time.Second, StatePart: 100}, testLogger(t, name))
-	m := &runnerMember{n: n, srv: srv, nc: nc, run: r, rep: rep, done: make(chan error, 1), stop: stop}
-	go func() { m.done <- r.Run(ctx, rep) }()
+	r := NewRunner(rn.n, rn.nc, RunnerConfig{Prefix: "t", Reduce: ar, Resend: 20 * time.Millisecond, StateTimeout: 20 * time.Second, StatePart: 100}, testLogger(t, name))
+	ctx, stop := context.WithCancel(context.Background())
+	m := &runnerMember{routedNode: rn, run: r, rep: rep, done: make(chan error, 1), ended: make(chan struct{}), stop: stop}
+	go func() { m.done <- r.Run(ctx, rep); close(m.ended) }()
+	// Run ends before the node and its server go (cleanups run last first).
+	t.Cleanup(func() {
+		stop()
+		select {
+		case <-m.ended:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: Run did not end within 10 s of its stop", name)
+		}
+	})
 	return m
+}
+
+// waitStep waits until m's replica has completed step.
+func waitStep(t *testing.T, m *runnerMember, step int64) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("%s at step %d", m.rep.name, step), func() bool { return m.rep.Step() >= step })
 }
 
 func waitDone(t *testing.T, ms ...*runnerMember) {
@@ -175,6 +158,7 @@ func sameWeights(t *testing.T, ms ...*runnerMember) {
 // Three members, each with its own NATS server, train to the end with identical states; the
 // weights are those of the averaged gradients (checked against the arithmetic).
 func TestRunnerTrainsTogether(t *testing.T) {
+	watchdog(t, 2*time.Minute)
 	key := testKey(t)
 	const total = 20
 	a := startRunner(t, key, "a", 3, newToy("a", total, 0))
@@ -198,14 +182,12 @@ func TestRunnerTrainsTogether(t *testing.T) {
 // behind), trains on with them, and all end identical. (A survivor may receive it too: the
 // view change can find one of them a step ahead of the other.)
 func TestRunnerJoinerReceivesState(t *testing.T) {
+	watchdog(t, 2*time.Minute)
 	key := testKey(t)
 	const total = 200
 	a := startRunner(t, key, "a", 2, newToy("a", total, 5*time.Millisecond))
 	b := startRunner(t, key, "b", 2, newToy("b", total, 5*time.Millisecond), a.n.Addr())
-	<-a.rep.started
-	for a.rep.Step() < 20 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitStep(t, a, 20)
 	c := startRunner(t, key, "c", 2, newToy("c", total, 5*time.Millisecond), a.n.Addr())
 	waitDone(t, a, b, c)
 	sameWeights(t, a, b, c)
@@ -217,13 +199,11 @@ func TestRunnerJoinerReceivesState(t *testing.T) {
 // Stopping every member at once (Ctrl-C everywhere) makes the one that was rank 0 save its
 // last completed step, and no other.
 func TestRunnerStopCheckpointsRank0(t *testing.T) {
+	watchdog(t, 2*time.Minute)
 	key := testKey(t)
 	a := startRunner(t, key, "a", 2, newToy("a", 1<<30, 2*time.Millisecond))
 	b := startRunner(t, key, "b", 2, newToy("b", 1<<30, 2*time.Millisecond), a.n.Addr())
-	<-a.rep.started
-	for a.rep.Step() < 10 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitStep(t, a, 10)
 	// b stops first and leaves: the view ends under a before its own stop arrives, so a is
 	// waiting for a new view, not training, when it is stopped.
 	b.stop()
@@ -253,6 +233,7 @@ func TestRunnerStopCheckpointsRank0(t *testing.T) {
 // gather completes however late each rank's subscription reaches the others' servers: the
 // ranks start on five servers at staggered times, and every one learns every value.
 func TestGatherAcrossServers(t *testing.T) {
+	watchdog(t, 2*time.Minute)
 	const n = 5
 	servers := []*NATSServer{startClusterNATS(t, "tok")}
 	for range n - 1 {
