@@ -297,6 +297,10 @@ func Net(o NetOptions, ip, tc string, w io.Writer) error {
 		return err
 	}
 	token := os.Getenv(node.NATSTokenEnv)
+	if o.TCP == NetDefaultTCP && !slices.Contains(netAvailableTCP(), o.TCP) {
+		fmt.Fprintf(os.Stderr, "bench-net: this kernel has no %s; the hosts keep the machine's %s\n", o.TCP, netMachineTCP())
+		o.TCP = ""
+	}
 	hosts := 1 // the lone server's
 	for _, n := range o.Ranks {
 		hosts = max(hosts, n+1)
@@ -336,6 +340,12 @@ func netMachineTCP() string {
 		return "unknown"
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// netAvailableTCP lists the congestion controls the kernel has loaded.
+func netAvailableTCP() []string {
+	b, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	return strings.Fields(string(b))
 }
 
 // netCause is err, or why ctx ended (a signal, --timeout) if it has.
@@ -436,9 +446,8 @@ func (tb *netTestbed) build(ctx context.Context, link int64, tcp string) error {
 	for _, c := range cmds {
 		if err := netExec(ctx, c[0], c[1:]...); err != nil {
 			if slices.Contains(c, "congctl") && !errors.Is(err, errNetDenied) {
-				avail, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
 				return fmt.Errorf("--tcp %s: not one of this kernel's (%s); name one of those, or --tcp \"\" for the machine's default (%s): %w",
-					tcp, strings.TrimSpace(string(avail)), netMachineTCP(), err)
+					tcp, strings.Join(netAvailableTCP(), " "), netMachineTCP(), err)
 			}
 			return err
 		}
