@@ -33,8 +33,8 @@ type AllreduceOptions struct {
 const MaxPayload = 8 << 20
 
 // Allreduce runs the benchmark, progress on stderr, and prints its table to w; the last line
-// is "busbw/nats: X", the all-reduce's bus bandwidth over raw NATS's at the largest world and
-// buffer.
+// is "busbw/nats: X", the all-reduce's bus bandwidth over raw NATS's at the last world size
+// and buffer listed (the largest of the defaults).
 func Allreduce(o AllreduceOptions, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
 	defer cancel()
@@ -62,8 +62,7 @@ func Allreduce(o AllreduceOptions, w io.Writer) error {
 
 	// Raw NATS is measured before and after the all-reduce runs and the median taken over both,
 	// so a load change on a shared machine shifts both sides of the ratio alike.
-	var natsSec []float64
-	var natsCPU, natsBytes, arCPU, arBytes float64 // CPU seconds, and bytes published, of each
+	var m arMeasured
 	rawNATS := func() error {
 		fmt.Fprintf(os.Stderr, "raw NATS pub-sub...\n")
 		sub, err := worker("sub", 1, 2, "ready")
@@ -78,13 +77,13 @@ func Allreduce(o AllreduceOptions, w io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("raw NATS: %w", err)
 		}
-		natsCPU += cpu
-		natsBytes += float64((o.Warmup + o.Reps) * (o.RawMiB << 20))
+		m.natsCPU += cpu
+		m.natsBytes += float64((o.Warmup + o.Reps) * (o.RawMiB << 20))
 		if len(res) == 0 {
 			return errors.New("raw NATS: no result from the publisher")
 		}
 		for _, x := range res {
-			natsSec = append(natsSec, x.Sec)
+			m.natsSec = append(m.natsSec, x.Sec)
 		}
 		return nil
 	}
@@ -92,8 +91,7 @@ func Allreduce(o AllreduceOptions, w io.Writer) error {
 		return err
 	}
 
-	type key struct{ nodes, bytes int }
-	perRep := map[key]map[int]float64{} // max over ranks of each repetition
+	m.perRep = map[arKey]map[int]float64{}
 	for _, n := range o.Nodes {
 		fmt.Fprintf(os.Stderr, "all-reduce: %d ranks...\n", n)
 		procs := make([]proc, n)
@@ -107,36 +105,53 @@ func Allreduce(o AllreduceOptions, w io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("all-reduce with %d ranks: %w", n, err)
 		}
-		arCPU += cpu
+		m.arCPU += cpu
 		for _, s := range o.Sizes {
-			arBytes += float64((o.Warmup+o.Reps)*2*(n-1)) * float64(s<<20)
+			m.arBytes += float64((o.Warmup+o.Reps)*2*(n-1)) * float64(s<<20)
 		}
 		for _, x := range res {
-			k := key{x.Nodes, x.Bytes}
-			if perRep[k] == nil {
-				perRep[k] = map[int]float64{}
+			k := arKey{x.Nodes, x.Bytes}
+			if m.perRep[k] == nil {
+				m.perRep[k] = map[int]float64{}
 			}
-			perRep[k][x.Rep] = max(perRep[k][x.Rep], x.Sec)
+			m.perRep[k][x.Rep] = max(m.perRep[k][x.Rep], x.Sec)
 		}
 	}
 	if err := rawNATS(); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "raw TCP...\n")
-	tcpSec, err := rawTCP(ctx, o.RawMiB<<20, o.Warmup, o.Reps)
-	if err != nil {
+	if m.tcpSec, err = rawTCP(ctx, o.RawMiB<<20, o.Warmup, o.Reps); err != nil {
 		return fmt.Errorf("raw TCP: %w", err)
 	}
+	return allreduceReport(w, o, m)
+}
 
+// arKey is one all-reduce series: world size and buffer bytes.
+type arKey struct{ nodes, bytes int }
+
+// arMeasured is what bench-allreduce measured.
+type arMeasured struct {
+	perRep          map[arKey]map[int]float64 // per series and repetition, the slowest rank's seconds
+	natsSec, tcpSec []float64                 // raw NATS's and raw TCP's repetitions
+	// CPU seconds, and bytes published, of the all-reduce runs and of raw NATS.
+	arCPU, arBytes, natsCPU, natsBytes float64
+}
+
+// allreduceReport prints the table of m and, last, "busbw/nats: X" at the last series listed.
+func allreduceReport(w io.Writer, o AllreduceOptions, m arMeasured) error {
+	if len(m.natsSec) == 0 || len(m.tcpSec) == 0 {
+		return errors.New("no raw NATS or raw TCP time to compare with")
+	}
 	raw := float64(o.RawMiB << 20)
-	natsBW, tcpBW := raw/Median(natsSec), raw/Median(tcpSec)
+	natsBW, tcpBW := raw/Median(m.natsSec), raw/Median(m.tcpSec)
 	fmt.Fprintf(w, "ring all-reduce over NATS: embedded nats-server on 127.0.0.1, one process per rank, chunk %d KiB, median of %d reps\n", o.Chunk>>10, o.Reps)
 	fmt.Fprintf(w, "%6s %9s %11s %12s %12s\n", "nodes", "size", "time", "algbw", "busbw")
 	var ratioBus float64
 	ratioAt := ""
 	for _, n := range o.Nodes {
 		for _, s := range o.Sizes {
-			reps := perRep[key{n, s << 20}]
+			reps := m.perRep[arKey{n, s << 20}]
 			var secs []float64
 			for _, v := range reps {
 				secs = append(secs, v)
@@ -154,12 +169,12 @@ func Allreduce(o AllreduceOptions, w io.Writer) error {
 		}
 	}
 	fmt.Fprintf(w, "raw NATS pub-sub, 1 publisher, 1 subscriber, %d MiB in %d KiB messages: %.3f GB/s (median of %d reps, before and after)\n",
-		o.RawMiB, o.RawMsgKiB, natsBW/1e9, len(natsSec))
+		o.RawMiB, o.RawMsgKiB, natsBW/1e9, len(m.natsSec))
 	fmt.Fprintf(w, "raw TCP over loopback, %d MiB: %.3f GB/s\n", o.RawMiB, tcpBW/1e9)
 	// CPU per byte published does not depend on how busy the machine is: the all-reduce
 	// publishes 2(n-1) times the buffer per all-reduce, raw NATS the buffer once.
 	fmt.Fprintf(w, "CPU per GB published (workers and server): all-reduce %.2f s/GB, raw NATS %.2f s/GB\n",
-		arCPU/(arBytes/1e9), natsCPU/(natsBytes/1e9))
+		m.arCPU/(m.arBytes/1e9), m.natsCPU/(m.natsBytes/1e9))
 	fmt.Fprintf(w, "ratio taken at %s\n", ratioAt)
 	fmt.Fprintf(w, "busbw/nats: %.2f\n", ratioBus/natsBW)
 	return nil

@@ -72,10 +72,14 @@ type NetOptions struct {
 	SizeMiB         int    // all-reduce buffer
 	Reps            int    // timed all-reduces per run; the median is reported
 	TCP             string // TCP congestion control on the hosts' routes; "" keeps the machine's
-	Timeout         time.Duration
+	// TCPExplicit says TCP was asked for: without it, a TCP the kernel has not loaded falls
+	// back to the machine's default with a note instead of failing.
+	TCPExplicit bool
+	Timeout     time.Duration
 }
 
-var netTCPName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,15}$`)
+// netTCPName is a congestion control's name: the kernel's are at most 15 characters.
+var netTCPName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,14}$`)
 
 // CheckTCP checks a congestion control's name ("" is the machine's default).
 func CheckTCP(name string) error {
@@ -297,9 +301,10 @@ func Net(o NetOptions, ip, tc string, w io.Writer) error {
 		return err
 	}
 	token := os.Getenv(node.NATSTokenEnv)
-	if o.TCP == NetDefaultTCP && !slices.Contains(netAvailableTCP(), o.TCP) {
-		fmt.Fprintf(os.Stderr, "bench-net: this kernel has no %s; the hosts keep the machine's %s\n", o.TCP, netMachineTCP())
-		o.TCP = ""
+	if tcp := netChooseTCP(o.TCP, o.TCPExplicit, netAvailableTCP()); tcp != o.TCP {
+		fmt.Fprintf(os.Stderr, "bench-net: this kernel has no %s loaded (it has %s); the hosts keep the machine's %s\n",
+			o.TCP, strings.Join(netAvailableTCP(), " "), netMachineTCP())
+		o.TCP = tcp
 	}
 	hosts := 1 // the lone server's
 	for _, n := range o.Ranks {
@@ -331,6 +336,16 @@ func Net(o NetOptions, ip, tc string, w io.Writer) error {
 		}
 	}
 	return netReport(w, o.SizeMiB<<20, o.Link, o.Reps, o.TCP, results)
+}
+
+// netChooseTCP is the congestion control the hosts use: tcp, or "" (the machine's default)
+// where tcp was not asked for and the kernel's loaded ones, avail, lack it. One asked for is
+// kept: setting it fails with the kernel's list if the kernel cannot load it either.
+func netChooseTCP(tcp string, explicit bool, avail []string) string {
+	if tcp == "" || explicit || slices.Contains(avail, tcp) {
+		return tcp
+	}
+	return ""
 }
 
 // netMachineTCP is the machine's default TCP congestion control, which new namespaces inherit.
@@ -446,8 +461,11 @@ func (tb *netTestbed) build(ctx context.Context, link int64, tcp string) error {
 	for _, c := range cmds {
 		if err := netExec(ctx, c[0], c[1:]...); err != nil {
 			if slices.Contains(c, "congctl") && !errors.Is(err, errNetDenied) {
-				return fmt.Errorf("--tcp %s: not one of this kernel's (%s); name one of those, or --tcp \"\" for the machine's default (%s): %w",
-					tcp, strings.Join(netAvailableTCP(), " "), netMachineTCP(), err)
+				if !slices.Contains(netAvailableTCP(), tcp) {
+					return fmt.Errorf("--tcp %s: not one of this kernel's (%s); name one of those, or --tcp \"\" for the machine's default (%s): %w",
+						tcp, strings.Join(netAvailableTCP(), " "), netMachineTCP(), err)
+				}
+				return fmt.Errorf("setting --tcp %s on the hosts' routes (--tcp \"\" keeps the machine's %s): %w", tcp, netMachineTCP(), err)
 			}
 			return err
 		}

@@ -97,7 +97,7 @@ func TestNetNames(t *testing.T) {
 	}
 }
 
-func TestNetSlowestMedian(t *testing.T) {
+func TestNetSlowest(t *testing.T) {
 	ar := func(rep, rank int, sec float64) Result {
 		return Result{Kind: "ar", Nodes: 3, Bytes: 8 << 20, Rep: rep, Rank: rank, Sec: sec}
 	}
@@ -109,6 +109,14 @@ func TestNetSlowestMedian(t *testing.T) {
 	}
 	if _, err := netSlowest(res[:8], 3, 3); err == nil {
 		t.Error("a rank missing from a rep: no error")
+	}
+	if _, err := netSlowest(append(res[:8:8], ar(2, 5, 1)), 3, 3); err == nil {
+		t.Error("a rank outside the world: no error")
+	}
+	raw := ar(2, 1, 4)
+	raw.Kind = "nats"
+	if _, err := netSlowest(append(res[:8:8], raw), 3, 3); err == nil {
+		t.Error("a raw NATS result among the all-reduce's: no error")
 	}
 	if _, err := netSlowest(append(res, ar(3, 0, 1)), 3, 3); err == nil {
 		t.Error("a rep too many: no error")
@@ -123,7 +131,10 @@ func TestNetReport(t *testing.T) {
 		{ranks: 2, topo: netOneServer, sec: 1.4, lo: 1.3, hi: 1.5, cpu: 0.3, busy: 0.4},
 		{ranks: 2, topo: netServerPerNode, sec: 0.7, lo: 0.6994, hi: 0.7206, cpu: 0.25, busy: 0.3},
 		{ranks: 4, topo: netOneServer, sec: 4.0, lo: 3.9, hi: 4.1, cpu: 0.5, busy: 0.6},
-		{ranks: 4, topo: netServerPerNode, sec: 1.5, lo: 1.4, hi: 1.6, cpu: 0.91, busy: 0.97},
+		{ranks: 4, topo: netServerPerNode, sec: 1.5, lo: 1.4, hi: 1.6, cpu: 0.5, busy: 0.97},
+		// Last and not the lowest; its processes used most of the cores while the machine
+		// was not busier: bound by neither.
+		{ranks: 8, topo: netServerPerNode, sec: 1.3, lo: 1.2, hi: 1.4, cpu: 0.95, busy: 0.8},
 	}
 	var b bytes.Buffer
 	if err := netReport(&b, size, link, 3, "cubic", results); err != nil {
@@ -137,7 +148,8 @@ func TestNetReport(t *testing.T) {
 		"ring all-reduce over NATS between network namespaces: 8 MiB buffer, every link 100Mbit (12.50 MB/s) each way, TCP cubic, median of 3 reps after 1 warmup",
 		"    2  server per node    700.0 ms         699-721 ms   11.98 MB/s       0.96   1.00   25%   30%",
 		"    4  one server        4000.0 ms       3900-4100 ms    3.15 MB/s       0.25   0.25   50%   60%",
-		"    4  server per node   1500.0 ms       1400-1600 ms    8.39 MB/s       0.67   1.00   91%   97%",
+		"    4  server per node   1500.0 ms       1400-1600 ms    8.39 MB/s       0.67   1.00   50%   97%",
+		"    8  server per node   1300.0 ms       1200-1400 ms   11.29 MB/s       0.90   1.00   95%   80%",
 		"bound by CPU as much as by the links (cores over 90% busy): server per node with 4 ranks",
 	} {
 		if !strings.Contains(b.String(), want+"\n") {
@@ -146,6 +158,43 @@ func TestNetReport(t *testing.T) {
 	}
 	if err := netReport(io.Discard, size, link, 3, "cubic", results[:1]); err == nil {
 		t.Error("no server-per-node result: no error")
+	}
+}
+
+func TestCheckTCP(t *testing.T) {
+	for _, ok := range []string{"", "cubic", "bbr", "reno", "dctcp", "highspeed", "abcdefghijklmno"} {
+		if err := CheckTCP(ok); err != nil {
+			t.Errorf("CheckTCP(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"cubic;reboot", "Cubic", "x y", "-bbr", "1bbr", "abcdefghijklmnop", "cubic\n"} {
+		if err := CheckTCP(bad); err == nil {
+			t.Errorf("CheckTCP(%q): no error", bad)
+		}
+	}
+}
+
+// The hosts keep the congestion control asked for; the default one falls back to the
+// machine's where the kernel has not loaded it.
+func TestNetChooseTCP(t *testing.T) {
+	avail := []string{"reno", "bbr"}
+	for _, c := range []struct {
+		tcp      string
+		explicit bool
+		want     string
+	}{
+		{"cubic", false, ""}, {"cubic", true, "cubic"}, {"bbr", false, "bbr"}, {"bbr", true, "bbr"}, {"", false, ""}, {"", true, ""},
+	} {
+		if got := netChooseTCP(c.tcp, c.explicit, avail); got != c.want {
+			t.Errorf("netChooseTCP(%q, explicit %v) = %q, want %q", c.tcp, c.explicit, got, c.want)
+		}
+	}
+	if got := netChooseTCP("cubic", false, []string{"reno", "cubic"}); got != "cubic" {
+		t.Errorf("cubic loaded: %q", got)
+	}
+	// The machine's own default is always loaded: the list is read.
+	if !slices.Contains(netAvailableTCP(), netMachineTCP()) {
+		t.Errorf("the kernel's list %v lacks the machine's default %q", netAvailableTCP(), netMachineTCP())
 	}
 }
 
@@ -197,6 +246,14 @@ func TestNetTestbedLimitsRate(t *testing.T) {
 		}
 	}
 
+	// The routes idle between all-reduces; each must not start over from slow start.
+	for _, ns := range tb.hosts {
+		out, err := exec.Command(ip, "netns", "exec", ns, "sysctl", "-n", "net.ipv4.tcp_slow_start_after_idle").Output()
+		if err != nil || strings.TrimSpace(string(out)) != "0" {
+			t.Errorf("%s: tcp_slow_start_after_idle %q (%v), want 0", ns, out, err)
+		}
+	}
+
 	const payload = 3 << 20
 	// The bucket lets a burst through at once at each limited end; TCP/IP headers only slow it.
 	least := time.Duration(float64(payload-2*netBurst(link)) / (link / 8) * float64(time.Second))
@@ -224,6 +281,37 @@ func TestNetTestbedLimitsRate(t *testing.T) {
 	}
 	check("host end alone", 0, 1)
 	check("switch end alone", 1, 0)
+}
+
+// A congestion control the kernel lacks fails the testbed with the kernel's list and a way
+// out, and leaves no namespace behind.
+func TestNetTestbedBadTCP(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	ip, tc, err := NetPreflight(0, exec.LookPath)
+	if err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	prefix := netNewPrefix()
+	tb, err := newNetTestbed(ctx, ip, tc, prefix, 2, 50e6, "nosuchcc")
+	if errors.Is(err, errNetDenied) {
+		t.Skip(err)
+	}
+	if err == nil {
+		tb.Close()
+		t.Fatal("a testbed with congestion control nosuchcc: no error")
+	}
+	for _, want := range []string{"--tcp nosuchcc", netMachineTCP(), `--tcp ""`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if out, _ := exec.Command(ip, "netns", "list").Output(); strings.Contains(string(out), prefix) {
+		t.Errorf("namespaces left after a failed build:\n%s", out)
+	}
 }
 
 // netTransfer sends n bytes over TCP from namespace from to addr in namespace to, and returns

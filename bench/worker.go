@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -135,15 +134,25 @@ func (wk Worker) allreduce(nc *nats.Conn, w io.Writer) error {
 			}
 			sec := time.Since(t0).Seconds()
 			if rep == -wk.Warmup {
-				// After one all-reduce every element is the mean of rank + i%7 over ranks.
-				want := float32(wk.Size-1)/2 + float32(3%7)
-				if buf[3] != want {
-					return fmt.Errorf("%d MiB: element 3 is %g, want %g", mib, buf[3], want)
+				if err := checkMean(buf, wk.Size); err != nil {
+					return fmt.Errorf("%d MiB: %w", mib, err)
 				}
 			}
 			if rep >= 0 {
 				emit(w, Result{Kind: "ar", Nodes: wk.Size, Bytes: mib << 20, Rep: rep, Rank: wk.Rank, Sec: sec})
 			}
+		}
+	}
+	return nil
+}
+
+// checkMean checks a buffer after its first all-reduce over size ranks, rank r having given
+// element i the value r + i%7: every element is then the mean, (size-1)/2 + i%7. Elements at
+// every 4093rd place are checked, which reaches every chunk and segment of the buffer.
+func checkMean(buf []float32, size int) error {
+	for i := 0; i < len(buf); i += 4093 {
+		if want := float32(size-1)/2 + float32(i%7); buf[i] != want {
+			return fmt.Errorf("element %d is %g after the all-reduce, want the mean %g", i, buf[i], want)
 		}
 	}
 	return nil
@@ -214,33 +223,36 @@ type proc struct {
 }
 
 // runWorkers starts the processes in order and returns every Result line they print, and the
-// CPU seconds they and this process used meanwhile (this process may host a server).
+// CPU seconds they and this process used meanwhile (this process may host a server). The first
+// process to fail stops the others (a rank waits for its peers without end) and its error is
+// the one returned.
 func runWorkers(ctx context.Context, procs []proc) ([]Result, float64, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var (
 		mu      sync.Mutex
 		results []Result
 		wg      sync.WaitGroup
-		cmds    []*exec.Cmd
 		cpu     = -selfCPU()
 	)
-	errs := make([]error, len(procs))
-	defer func() {
-		for _, c := range cmds {
-			_ = c.Process.Kill() // on early return; harmless after exit
-		}
-	}()
+	fail := func(err error) {
+		cancel(err) // the first cause stays
+	}
+	defer wg.Wait()
 	for i, p := range procs {
 		cmd := exec.CommandContext(ctx, p.argv[0], p.argv[1:]...)
 		cmd.Env = p.env
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
+			fail(err)
 			return nil, 0, err
 		}
 		if err := cmd.Start(); err != nil {
+			err = fmt.Errorf("worker %d of %d: %w", i+1, len(procs), err)
+			fail(err)
 			return nil, 0, err
 		}
-		cmds = append(cmds, cmd)
 		ready := make(chan struct{})
 		wg.Add(1)
 		go func() {
@@ -264,8 +276,9 @@ func runWorkers(ctx context.Context, procs []proc) ([]Result, float64, error) {
 			if !signalled {
 				close(ready)
 			}
-			if err := cmd.Wait(); err != nil {
-				errs[i] = fmt.Errorf("worker %d of %d: %w", i+1, len(procs), err)
+			err := cmd.Wait()
+			if err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("worker %d of %d: %w", i+1, len(procs), err))
 			}
 			mu.Lock()
 			cpu += (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
@@ -275,14 +288,13 @@ func runWorkers(ctx context.Context, procs []proc) ([]Result, float64, error) {
 			select {
 			case <-ready:
 			case <-ctx.Done():
-				return nil, 0, ctx.Err()
+				return nil, 0, context.Cause(ctx)
 			}
 		}
 	}
 	wg.Wait()
-	cmds = nil
-	if err := errors.Join(errs...); err != nil {
-		return nil, 0, err
+	if ctx.Err() != nil {
+		return nil, 0, context.Cause(ctx)
 	}
 	return results, cpu + selfCPU(), nil
 }

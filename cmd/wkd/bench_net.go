@@ -67,6 +67,7 @@ func benchNetFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 			return err
 		}
 		o.Command, o.Server = []string{exe, "bench-net"}, []string{exe, "nats"}
-		return bench.Net(o, ip, tc, os.Stdout)
+		o.TCPExplicit = fs.Changed("tcp")
+		return runBenchNet(o, ip, tc, os.Stdout)
 	}
 }

@@ -34,6 +34,6 @@ func benchOverlapFlags(fs *pflag.FlagSet, _ []string) func([]string) error {
 		if o.Exe, err = os.Executable(); err != nil {
 			return err
 		}
-		return bench.Overlap(o, os.Stdout)
+		return runBenchOverlap(o, os.Stdout)
 	}
 }
