@@ -198,11 +198,10 @@ func TestNetChooseTCP(t *testing.T) {
 	}
 }
 
-// A 2-host testbed really limits each end of a link: a TCP transfer between the hosts takes
-// as long as the rate says, with both limits, with the sender's end alone and with the switch's
-// end alone; its connections use the congestion control asked for, whatever the machine's
-// default; and Close leaves no namespace behind.
-func TestNetTestbedLimitsRate(t *testing.T) {
+// netTools skips the test unless it runs as root with iproute2's ip and tc, and returns their
+// paths.
+func netTools(t *testing.T) (ip, tc string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
 	}
@@ -210,6 +209,15 @@ func TestNetTestbedLimitsRate(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
+	return ip, tc
+}
+
+// A 2-host testbed really limits each end of a link: a TCP transfer between the hosts takes
+// as long as the rate says, with both limits, with the sender's end alone and with the switch's
+// end alone; its connections use the congestion control asked for, whatever the machine's
+// default; and Close leaves no namespace behind.
+func TestNetTestbedLimitsRate(t *testing.T) {
+	ip, tc := netTools(t)
 	const link = 50e6 // bits/s
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -286,13 +294,7 @@ func TestNetTestbedLimitsRate(t *testing.T) {
 // A congestion control the kernel lacks fails the testbed with the kernel's list and a way
 // out, and leaves no namespace behind.
 func TestNetTestbedBadTCP(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
-	ip, tc, err := NetPreflight(0, exec.LookPath)
-	if err != nil {
-		t.Skip(err)
-	}
+	ip, tc := netTools(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	prefix := netNewPrefix()
