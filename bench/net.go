@@ -297,10 +297,10 @@ func Net(o NetOptions, ip, tc string, w io.Writer) error {
 	if _, err := rand.Read(tok); err != nil {
 		return err
 	}
-	if err := os.Setenv(node.NATSTokenEnv, hex.EncodeToString(tok)); err != nil {
+	token := hex.EncodeToString(tok)
+	if err := os.Setenv(node.NATSTokenEnv, token); err != nil {
 		return err
 	}
-	token := os.Getenv(node.NATSTokenEnv)
 	if tcp := netChooseTCP(o.TCP, o.TCPExplicit, netAvailableTCP()); tcp != o.TCP {
 		fmt.Fprintf(os.Stderr, "bench-net: this kernel has no %s loaded (it has %s); the hosts keep the machine's %s\n",
 			o.TCP, strings.Join(netAvailableTCP(), " "), netMachineTCP())
