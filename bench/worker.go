@@ -235,9 +235,6 @@ func runWorkers(ctx context.Context, procs []proc) ([]Result, float64, error) {
 		wg      sync.WaitGroup
 		cpu     = -selfCPU()
 	)
-	fail := func(err error) {
-		cancel(err) // the first cause stays
-	}
 	defer wg.Wait()
 	for i, p := range procs {
 		cmd := exec.CommandContext(ctx, p.argv[0], p.argv[1:]...)
@@ -245,12 +242,12 @@ func runWorkers(ctx context.Context, procs []proc) ([]Result, float64, error) {
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
-			fail(err)
+			cancel(err)
 			return nil, 0, err
 		}
 		if err := cmd.Start(); err != nil {
 			err = fmt.Errorf("worker %d of %d: %w", i+1, len(procs), err)
-			fail(err)
+			cancel(err)
 			return nil, 0, err
 		}
 		ready := make(chan struct{})
@@ -278,7 +275,7 @@ func runWorkers(ctx context.Context, procs []proc) ([]Result, float64, error) {
 			}
 			err := cmd.Wait()
 			if err != nil && ctx.Err() == nil {
-				fail(fmt.Errorf("worker %d of %d: %w", i+1, len(procs), err))
+				cancel(fmt.Errorf("worker %d of %d: %w", i+1, len(procs), err)) // the first cause stays
 			}
 			mu.Lock()
 			cpu += (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
